@@ -1,0 +1,434 @@
+"""One config tree of dataclasses, loaded strictly from YAML plus dotted command-line overrides.
+
+    cfg = load_config("trm/configs/quickstart.yaml", ["arch.L_layers=4", "lr=1e-4", "+run_name=x"])
+
+Key names follow the paper's code (`H_cycles`, `L_cycles`, `mlp_t`, `puzzle_emb_lr`, ...). The
+reference keeps training knobs at the top level (`lr=1e-4 epochs=50000 ema=True`); those names are
+accepted as aliases of their place in our tree (see `ALIASES`), so the seeds' command lines work
+unchanged. Hydra's `+key=value` (a key absent from its YAML) is accepted and means the same as
+`key=value`. Unknown keys and values of the wrong type raise `ConfigError`, naming the key and the
+valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override the user must fix; the message says which key and what is expected."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The tree
+
+
+@dataclass
+class ArchConfig:
+    name: Literal["trm"] = "trm"
+    hidden_size: int = 512
+    num_heads: int = 8
+    expansion: float = 4.0
+    L_layers: int = 2
+    H_layers: int = 0  # read by HRM only; kept so the reference's arch files load
+    H_cycles: int = 3  # T in the paper
+    L_cycles: int = 6  # n in the paper
+    puzzle_emb_ndim: int = 512  # 0 disables the puzzle embedding
+    puzzle_emb_len: int = 16  # prefix positions; 0 means ceil(puzzle_emb_ndim / hidden_size)
+    pos_encodings: Literal["rope", "learned", "none"] = "rope"
+    mlp_t: bool = False  # token-mixing MLP instead of self-attention (TRM-MLP)
+    no_ACT_continue: bool = True  # True: halt on q_halt > 0 only; False: Q-continue loss as in HRM
+    halt_max_steps: int = 16
+    halt_exploration_prob: float = 0.1
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 else
+    loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "halt_max_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"arch.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.mlp_t and self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"arch.hidden_size ({self.hidden_size}) must be divisible by arch.num_heads ({self.num_heads})"
+            )
+        if not 0.0 <= self.halt_exploration_prob <= 1.0:
+            raise ConfigError(f"arch.halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
+
+
+@dataclass
+class DataConfig:
+    data_paths: list[str] = field(default_factory=lambda: ["data/sudoku-extreme-1k-aug-1000"])
+    data_paths_test: list[str] = field(default_factory=list)  # empty: the test split of data_paths
+    max_train_groups: int = 0  # > 0: keep only the first N groups (quick overfit tests)
+    max_eval_groups: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    lr_min_ratio: float = 1.0  # 1.0: constant after warmup, as the reference runs
+    lr_warmup_steps: int = 2000
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    puzzle_emb_lr: float = 1e-2
+    puzzle_emb_weight_decay: float = 0.1
+    grad_clip_norm: float = 0.0  # 0: off
+    freeze_weights: bool = False  # True: only the puzzle embedding trains
+
+
+@dataclass
+class TrainConfig:
+    global_batch_size: int = 768
+    epochs: int = 100000
+    max_steps: int = 0  # > 0: stop after this many optimizer steps (smoke tests, benchmarks)
+    seed: int = 0
+    ema: bool = False
+    ema_rate: float = 0.999
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    compile: bool = False
+    checkpoint_every_steps: int = 0  # 0: only at evals and the end
+    checkpoint_every_minutes: float = 0.0
+    checkpoint_every_eval: bool = True
+    keep_checkpoints: int = 2
+    resume: str = "auto"  # auto | true | false | PATH
+    resume_ignore_config_change: bool = False
+    time_limit_minutes: float = 0.0  # > 0: checkpoint and exit for requeue before this wall time
+    time_limit_margin_minutes: float = 3.0
+    signals: list[str] = field(default_factory=lambda: ["SIGUSR2", "SIGTERM"])
+    init_from: str = ""  # weights to start from (the reference's load_checkpoint); not a resume
+
+    def __post_init__(self) -> None:
+        if self.global_batch_size < 1:
+            raise ConfigError(f"train.global_batch_size must be >= 1, got {self.global_batch_size}")
+        if self.keep_checkpoints < 2:
+            raise ConfigError(f"train.keep_checkpoints must be >= 2 (a torn newest needs a fallback), "
+                              f"got {self.keep_checkpoints}")
+        if self.resume not in ("auto", "true", "false") and not self.resume.strip():
+            raise ConfigError("train.resume must be auto, true, false or a checkpoint path")
+
+
+@dataclass
+class EvalConfig:
+    eval_interval: int = 10000  # epochs between evaluations
+    min_eval_interval: int = 0  # the reference's meaning: skip evals whose 0-based index is below it
+    evaluators: list[str] = field(default_factory=list)  # e.g. ["arc"]
+    halt_early: bool = False  # stop a test batch once every slot's q_halt > 0 (default: run all steps)
+    max_batches: int = 0  # > 0: evaluate on the first N global batches only
+    global_batch_size: int = 0  # 0: same as train.global_batch_size
+
+
+@dataclass
+class LogConfig:
+    wandb: Literal["off", "offline", "online"] = "off"
+    log_interval: int = 50  # optimizer steps between dense log lines
+    progress: bool = True  # tqdm bar (rank 0)
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # empty: derived from the config's hash
+    project: str = "trm"
+    root: str = "runs"  # run directory = root/name
+
+
+@dataclass
+class Config:
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# The reference's top-level names (cfg_pretrain.yaml) and where they live in our tree.
+ALIASES: dict[str, str] = {
+    "data_paths": "data.data_paths",
+    "data_paths_test": "data.data_paths_test",
+    "max_train_groups": "data.max_train_groups",
+    "max_eval_groups": "data.max_eval_groups",
+    "global_batch_size": "train.global_batch_size",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+    "ema": "train.ema",
+    "ema_rate": "train.ema_rate",
+    "checkpoint_every_eval": "train.checkpoint_every_eval",
+    "load_checkpoint": "train.init_from",
+    "load_pretrained_decoder": "train.init_from",
+    "lr": "optim.lr",
+    "lr_min_ratio": "optim.lr_min_ratio",
+    "lr_warmup_steps": "optim.lr_warmup_steps",
+    "beta1": "optim.beta1",
+    "beta2": "optim.beta2",
+    "weight_decay": "optim.weight_decay",
+    "puzzle_emb_lr": "optim.puzzle_emb_lr",
+    "puzzle_emb_weight_decay": "optim.puzzle_emb_weight_decay",
+    "grad_clip_norm": "optim.grad_clip_norm",
+    "freeze_weights": "optim.freeze_weights",
+    "eval_interval": "eval.eval_interval",
+    "min_eval_interval": "eval.min_eval_interval",
+    "evaluators": "eval.evaluators",
+    "run_name": "run.name",
+    "project_name": "run.project",
+    "arch.loss.loss_type": "arch.loss_type",
+}
+
+# Reference keys that select a Hydra config group or name a Python class: accepted when they name
+# what we implement, refused otherwise.
+_SELECTORS: dict[str, set[str]] = {
+    "arch": {"trm"},
+    "arch.name": {"trm", "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"},
+    "arch.loss.name": {"losses@ACTLossHead"},
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any, from_cli: bool) -> Any:
+    """Check `value` against the annotation `tp`; CLI strings are parsed by the field's type."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if isinstance(value, str) or not from_cli:
+            text = value if isinstance(value, str) else value
+            for c in choices:
+                if text == c or (isinstance(text, str) and text.lower() == str(c).lower()):
+                    return c
+        raise ConfigError(f"{key}: expected one of {', '.join(map(str, choices))}; got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation for {key}: {tp}")  # the tree uses none; keep it so
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if from_cli and isinstance(value, str):
+            parsed = yaml.safe_load(value) if value.strip() else []
+            value = parsed if isinstance(parsed, list) else [value]
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(f"{key}[{i}]", v, item_tp, from_cli) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                raise bad from None
+            if number.is_integer():
+                return int(number)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-4" as a string; accept it as a number
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise TypeError(f"unsupported annotation for {key}: {tp}")
+
+
+def _resolve_key(key: str) -> str:
+    key = key.lstrip("+")
+    return ALIASES.get(key, key)
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: '{part}' is a value, not a section")
+    node[parts[-1]] = value
+
+
+def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{prefix}{key!r}: keys must be strings")
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and _resolve_key(full) != full.lstrip("+"):
+            out[full] = value  # an alias whose value happens to be a mapping: let the check complain
+        elif isinstance(value, dict):
+            out.update(_flatten(value, f"{full}."))
+        else:
+            out[full] = value
+    return out
+
+
+def _build(cls: type, flat: dict[str, Any], prefix: str, from_cli: set[str]) -> Any:
+    types_ = _field_types(cls)
+    kwargs: dict[str, Any] = {}
+    for name, tp in types_.items():
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, flat, f"{key}.", from_cli)
+        elif key in flat:
+            kwargs[name] = _coerce(key, flat[key], tp, key in from_cli)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += valid_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _check_known(flat: dict[str, Any], source: str) -> None:
+    known = set(valid_keys())
+    sections = {k.split(".")[0] for k in known}
+    for key in flat:
+        if key in known:
+            continue
+        section = key.split(".")[0]
+        if section in sections and "." in key:
+            siblings = sorted(k for k in known if k.startswith(section + "."))
+            raise ConfigError(f"{source}: unknown key '{key}'. Valid keys in '{section}': {', '.join(siblings)}")
+        raise ConfigError(
+            f"{source}: unknown key '{key}'. Sections: {', '.join(sorted(sections))}; "
+            f"top-level aliases of the reference: {', '.join(sorted(a for a in ALIASES if '.' not in a))}"
+        )
+
+
+def _normalise(flat: dict[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        bare = key.lstrip("+")
+        if bare in _SELECTORS:
+            if str(value) not in _SELECTORS[bare]:
+                raise ConfigError(f"{source}: {bare}={value!r} is not supported; expected one of "
+                                  f"{', '.join(sorted(_SELECTORS[bare]))}")
+            continue
+        out[_resolve_key(key)] = value
+    _check_known(out, source)
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. arch.L_layers=4)")
+        key, value = item.split("=", 1)
+        if key.startswith("~"):
+            raise ConfigError(f"override '{item}': deleting keys (~key) is not supported")
+        out[key.strip()] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> Config:
+    """YAML file (may be None) + `base` mapping + `key=value` strings, later ones winning."""
+    flat: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(raw).__name__}")
+        flat.update(_normalise(_flatten(raw), str(path)))
+    if base:
+        flat.update(_normalise(_flatten(base), "config"))
+    cli = _normalise(parse_overrides(overrides or []), "command line")
+    flat.update(cli)
+    return _build(Config, flat, "", set(cli))
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    return load_config(None, None, raw)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# Keys that change how a run is executed but not what it computes: a resume may change them.
+RUNTIME_KEYS = {
+    "train.device", "train.compile", "train.checkpoint_every_steps", "train.checkpoint_every_minutes",
+    "train.checkpoint_every_eval", "train.keep_checkpoints", "train.resume", "train.resume_ignore_config_change",
+    "train.time_limit_minutes", "train.time_limit_margin_minutes", "train.signals", "log.wandb",
+    "log.log_interval", "log.progress", "run.root", "eval.max_batches",
+}
+
+
+def flat_dict(cfg: Config) -> dict[str, Any]:
+    return {k: v for k, v in _flatten(to_dict(cfg)).items()}
+
+
+def config_hash(cfg: Config) -> str:
+    """Hash of what the run computes (runtime-only keys excluded), stable across Python versions."""
+    semantic = {k: v for k, v in flat_dict(cfg).items() if k not in RUNTIME_KEYS}
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_diff(a: Config, b: Config, runtime: bool = False) -> list[str]:
+    fa, fb = flat_dict(a), flat_dict(b)
+    return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb))
+            if fa.get(k) != fb.get(k) and (runtime or k not in RUNTIME_KEYS)]
