@@ -145,7 +145,7 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
     return Profile(path=path, **kw)
 
 
-LOCAL = Profile(name="local", scheduler="local")
+LOCAL = Profile(name="local", scheduler="local", venv="")
 
 
 def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:
