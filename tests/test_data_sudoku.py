@@ -142,3 +142,96 @@ def test_foreign_folder_is_not_overwritten(tmp_path: Path, capsys: pytest.Captur
     assert main(["sudoku4x4", "--out", str(out), "--num-train", "5", "--num-test", "5"]) == 2
     assert "did not build" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+# ---------------------------------------------------------------------------------------------- 9x9
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    path.write_text("source,question,answer,rating\n" + "".join(",".join(r) + "\n" for r in rows))
+    return path
+
+
+def _csv_rows(num: int, seed: int) -> list[tuple[str, str, str, str]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(num):
+        grid = sudoku.random_grid(3, rng)
+        puzzle = sudoku.minimal_puzzle(grid, 3, rng)
+        rating = sudoku.solve(puzzle, 3)[1]
+        rows.append(("gen", "".join("." if v == 0 else str(v) for v in puzzle), "".join(map(str, grid)),
+                     str(rating)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def extreme_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("extreme")
+    _write_csv(d / "train.csv", _csv_rows(12, 0))
+    _write_csv(d / "test.csv", _csv_rows(6, 1))
+    return d
+
+
+def test_sudoku_from_csv_folder(extreme_like: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s9"
+    assert main(["sudoku", "--input-csv", str(extreme_like), "--subsample-size", "8", "--num-aug", "3",
+                 "--out", str(out)]) == 0
+    assert validate_dataset(out) == []
+    train, test = read_split(out, "train"), read_split(out, "test")
+    assert train.meta.vocab_size == 11 and train.meta.seq_len == 81
+    assert train.num_groups == 8 and len(train.puzzle_identifiers) == 32 and test.num_examples == 6
+    a = np.asarray(train.labels).astype(int) - 1
+    q = np.asarray(train.inputs).astype(int) - 1
+    assert sudoku.valid_solutions(a, 3).all() and np.all((q == 0) | (q == a))
+    # the test split is the CSV's test file, unshuffled, in file order
+    first = (extreme_like / "test.csv").read_text().splitlines()[1].split(",")[1]
+    assert "".join("." if v == 1 else str(v - 1) for v in np.asarray(test.inputs)[0]) == first
+
+
+def test_sudoku_min_difficulty_filters_on_rating(extreme_like: Path, tmp_path: Path) -> None:
+    ratings = [float(r.split(",")[3]) for r in (extreme_like / "train.csv").read_text().splitlines()[1:]]
+    cut = sorted(ratings)[len(ratings) // 2]
+    keep = sum(r >= cut for r in ratings)
+    out = tmp_path / "hard"
+    assert main(["sudoku", "--input-csv", str(extreme_like), "--subsample-size", "0", "--num-aug", "0",
+                 "--min-difficulty", str(cut), "--out", str(out)]) == 0
+    assert read_split(out, "train").num_groups == keep
+
+
+def test_sudoku_generate_offline(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    assert main(["sudoku", "--generate", "4", "--num-test", "3", "--num-aug", "2", "--out", str(out)]) == 0
+    train, test = read_split(out, "train"), read_split(out, "test")
+    assert train.num_groups == 4 and test.num_examples == 3
+    for split in (train, test):
+        for q, a in zip(np.asarray(split.inputs).astype(int) - 1, np.asarray(split.labels).astype(int) - 1):
+            sols, _ = sudoku.solve(q, 3, limit=2)
+            assert len(sols) == 1 and np.array_equal(sols[0], a)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: (r[0], r[1][:80], r[2], r[3]), "question has 80 characters, expected 81"),
+    (lambda r: (r[0], "x" + r[1][1:], r[2], r[3]), "question contains 'x'"),
+    (lambda r: (r[0], r[1], r[2], "hard"), "rating 'hard' is not a number"),
+    (lambda r: (r[0], r[1], r[2][1:] + r[2][0], r[3]), "not a valid 9x9 Sudoku solution"),
+    (lambda r: (r[0], r[1]), "2 columns, expected 4"),
+])
+def test_malformed_csv_row_names_file_and_line(extreme_like: Path, tmp_path: Path, mutate, message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [tuple(line.split(",")) for line in (extreme_like / "train.csv").read_text().splitlines()[1:]]
+    rows[2] = mutate(rows[2])
+    bad = _write_csv(tmp_path / "bad.csv", rows)
+    out = tmp_path / "out"
+    assert main(["sudoku", "--input-csv", str(bad), "--test-csv", str(extreme_like / "test.csv"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: line 4:" in err and message in err
+    assert not out.exists()
+
+
+def test_csv_with_wrong_header_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "train.csv"
+    bad.write_text("id,puzzle,solution\n")
+    (tmp_path / "test.csv").write_text(bad.read_text())
+    assert main(["sudoku", "--input-csv", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "line 1: header" in capsys.readouterr().err

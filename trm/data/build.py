@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from trm.data import build_sudoku
 from trm.data.build_sudoku import Built, add_sudoku4x4_arguments, build_sudoku4x4
 from trm.data.format import DatasetError
 from trm.data.output import BuildError, build_info, existing_build, folder_size, write_dataset
@@ -38,6 +39,9 @@ def _builders() -> dict[str, Builder]:
     return {
         "sudoku4x4": Builder("4x4 Sudoku generated offline (quick start)", add_sudoku4x4_arguments,
                              build_sudoku4x4, lambda a: "data/sudoku-4x4"),
+        "sudoku": Builder("9x9 Sudoku-Extreme (CSV or Hugging Face) or generated offline",
+                          build_sudoku.add_sudoku_arguments, build_sudoku.build_sudoku,
+                          build_sudoku.default_out),
     }
 
 

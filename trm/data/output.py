@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,9 +29,9 @@ class BuildError(ValueError):
     """Bad builder input or output folder; the message names the file/row/task and what was expected."""
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+def progress(desc: str, iterable: Iterable[T] | None = None, total: int | None = None) -> tqdm:
     """A tqdm bar on stderr (hidden when stderr is not a terminal, so logs stay clean)."""
-    return iter(tqdm(items, desc=desc, total=total, disable=None, leave=False, dynamic_ncols=True))
+    return tqdm(iterable, desc=desc, total=total, disable=None, leave=False, dynamic_ncols=True)
 
 
 def build_info(builder: str, args: dict[str, Any]) -> dict[str, Any]:

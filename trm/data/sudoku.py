@@ -69,6 +69,16 @@ def is_valid_solution(grid: np.ndarray, box: int) -> bool:
     return all(np.array_equal(np.sort(u, axis=1), np.broadcast_to(want, (n, n))) for u in (g, g.T, boxes))
 
 
+def valid_solutions(grids: np.ndarray, box: int) -> np.ndarray:
+    """Vectorised is_valid_solution over rows of (N, n*n) grids, shape (N,) bool."""
+    n = box * box
+    g = np.asarray(grids).reshape(-1, n, n)
+    boxes = g.reshape(-1, box, box, box, box).transpose(0, 1, 3, 2, 4).reshape(-1, n, n)
+    want = np.arange(1, n + 1)
+    return np.all([(np.sort(u, axis=2) == want).all(axis=(1, 2)) for u in (g, g.transpose(0, 2, 1), boxes)],
+                  axis=0)
+
+
 class _Search:
     """Bitmask backtracking with naked/hidden singles; counts solutions up to a limit and the guesses made."""
 
