@@ -160,7 +160,7 @@ class TrainIterator:
         return int(self.epochs_per_chunk * self.examples_per_epoch() // self.B)
 
 
-def test_batches(split: Split, global_batch_size: int, rank: int, world_size: int, max_groups: int = 0,
+def eval_batches(split: Split, global_batch_size: int, rank: int, world_size: int, max_groups: int = 0,
                  max_batches: int = 0) -> Iterator[Batch]:
     """Every example once, in order; the last global batch padded."""
     gather = _Gather(split, rank, _check_sharding(global_batch_size, rank, world_size))

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from trm import config as C
 from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
-from trm.data.iterator import Batch, TrainIterator, test_batches
+from trm.data.iterator import Batch, TrainIterator, eval_batches
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
 from trm.train import checkpoint as ckpt
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
@@ -323,7 +323,7 @@ class Trainer:
         acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
         saved: list[dict[str, np.ndarray]] = []
         try:
-            for batch in test_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size,
+            for batch in eval_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size,
                                       cfg.data.max_eval_groups, cfg.eval.max_batches):
                 batch = batch.to(self.device)
                 data = batch.as_dict()
