@@ -6,6 +6,7 @@
 set -eo pipefail
 export PYTHONUNBUFFERED=1
 export SUBMITIT_PREEMPT_SIGNAL=USR2
+export TRM_SIGNAL_DELAY_S=120
 cd /zhome/ab/s123456/trm-hpc
 
 export SUBMITIT_EXECUTOR=local

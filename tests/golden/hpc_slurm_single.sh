@@ -19,6 +19,7 @@ set -eo pipefail
 source /zhome/ab/s123456/trm-hpc/.venv/bin/activate
 export PYTHONUNBUFFERED=1
 export SUBMITIT_PREEMPT_SIGNAL=USR2
+export TRM_SIGNAL_DELAY_S=120
 export OMP_NUM_THREADS=4
 cd /zhome/ab/s123456/trm-hpc
 

@@ -26,10 +26,13 @@ class TrainJobError(RuntimeError):
     """Training ended with a failure; the message says where the log is."""
 
 
-def _timed_out(elapsed_s: float, timeout_min: float) -> bool:
-    """submitit's rule: past min(80 %, limit - 10 min) of the time limit counts as a timeout."""
+def _timed_out(elapsed_s: float, timeout_min: float, signal_delay_s: float) -> bool:
+    """A stop near the time limit is a timeout, anything earlier a preemption. The scheduler warns
+    `signal_delay_s` before the limit (SLURM: up to a minute earlier still), so "near" is twice
+    that plus a minute. (submitit's own rule, min(80 %, limit - 10 min), calls every stop of a job
+    shorter than 10 minutes a timeout.)"""
     limit_s = timeout_min * 60
-    return timeout_min > 0 and elapsed_s >= min(0.8 * limit_s, limit_s - 600)
+    return timeout_min > 0 and elapsed_s >= limit_s - 2 * signal_delay_s - 60
 
 
 class TrainJob:
@@ -72,7 +75,8 @@ class TrainJob:
             sys.exit(EXIT_REQUEUE)  # rank 0 requeues the whole job
         paths = env.paths
         delayed = DelayedSubmission.load(paths.submitted_pickle)
-        timed_out = _timed_out(elapsed_s, delayed._timeout_min)
+        delay_s = float(os.environ.get("TRM_SIGNAL_DELAY_S", "120"))  # exported by the job script
+        timed_out = _timed_out(elapsed_s, delayed._timeout_min, delay_s)
         countdown = delayed._timeout_countdown - int(timed_out)
         if countdown < 0:
             message = (f"timed out {delayed._timeout_countdown + 1} times (max_num_timeout of the profile); "

@@ -1,0 +1,75 @@
+"""Pytest fixtures of the cluster layer: a real local SLURM for the session, LSF shims on PATH.
+
+Import them in a test module: `from hpc_fixtures import slurm_cluster, lsf_shims  # noqa: F401`.
+The cluster starts once per session (however many modules import the fixture) and stops at its
+end. Without the SLURM packages the tests are skipped with a message, except when the environment
+variable CI is set: then they fail, so CI can never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from slurm_cluster import LocalSlurm, slurm_installed
+
+REPO = Path(__file__).resolve().parents[1]
+SHIMS = Path(__file__).resolve().parent / "lsf_shims"
+_shared: dict[str, object] = {"cluster": None, "users": 0}
+
+
+def _unavailable(reason: str) -> None:
+    message = f"local SLURM cluster unavailable: {reason}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI is set, so this fails instead of skipping; run .ci/install-slurm.sh)")
+    pytest.skip(message + " (install it with: sudo .ci/install-slurm.sh)")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[LocalSlurm]:
+    if _shared["cluster"] is None:
+        missing = slurm_installed()
+        if missing:
+            _unavailable(f"'{missing}' is not installed")
+        if os.geteuid() != 0:
+            _unavailable("the test cluster's daemons need root")
+        _shared["cluster"] = LocalSlurm.start_new()
+    cluster: LocalSlurm = _shared["cluster"]  # type: ignore[assignment]
+    _shared["users"] = int(_shared["users"]) + 1  # type: ignore[call-overload]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLURM_CONF", str(cluster.conf))
+    # Jobs inherit the submitting environment (sbatch --export=ALL): this checkout must win on the node.
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    mp.setenv("OMP_NUM_THREADS", "1")
+    try:
+        yield cluster
+    finally:
+        mp.undo()
+        _shared["users"] = int(_shared["users"]) - 1  # type: ignore[call-overload]
+        if _shared["users"] == 0:
+            cluster.stop()
+            _shared["cluster"] = None
+
+
+@pytest.fixture()
+def lsf_shims(slurm_cluster: LocalSlurm, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """bsub/bjobs/bkill/brequeue on PATH, backed by the local SLURM (tests/lsf_shims/)."""
+    monkeypatch.setenv("PATH", f"{SHIMS}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("TRM_LSF_SHIM_PYTHON", sys.executable)
+    return SHIMS
+
+
+def wait_for(what: str, probe: Callable[[], object], timeout: float = 120, every: float = 0.5) -> object:
+    """Poll `probe` until it returns something truthy; fail the test with `what` after `timeout`."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = probe()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
