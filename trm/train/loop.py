@@ -298,12 +298,13 @@ class Trainer:
         if self.env.distributed:
             dist.all_reduce(acc)
         v = dict(zip(METRIC_KEYS, acc.tolist()))
-        count = max(v.pop("count"), 1.0)
-        out: dict[str, float] = {}
+        count = v.pop("count")
+        out: dict[str, float] = {"train/halted": count / num_steps}
         for k, x in v.items():
             if k == "q_continue_loss" and self.cfg.arch.no_ACT_continue:
                 continue
-            out[f"train/{k}"] = x / (self.B * num_steps) if k.endswith("loss") else x / count
+            # Accuracies are over the slots that halted; in an interval where none did they are unknown.
+            out[f"train/{k}"] = x / (self.B * num_steps) if k.endswith("loss") else (x / count if count else math.nan)
         out["train/loss"] = out["train/lm_loss"] + 0.5 * (out["train/q_halt_loss"] + out.get("train/q_continue_loss", 0.0))
         out["train/lr"] = self._lr
         return out
@@ -503,8 +504,8 @@ class Trainer:
         self.say(f"train step {self.step:>7}/{self.stop_at} ep {self.iterator.epoch():.1f} | "
                  f"loss {metrics['train/loss']:.4f} acc {metrics['train/accuracy']:.4f} "
                  f"exact {metrics['train/exact_accuracy']:.4f} qacc {metrics['train/q_halt_accuracy']:.3f} "
-                 f"steps {metrics['train/steps']:.2f} | lr {metrics['train/lr']:.2e} | "
-                 f"{metrics['train/samples_per_s']:.0f} samples/s")
+                 f"steps {metrics['train/steps']:.2f} halted/step {metrics['train/halted']:.1f} | "
+                 f"lr {metrics['train/lr']:.2e} | {metrics['train/samples_per_s']:.0f} samples/s")
         self._write_summary("running")
 
 
