@@ -56,7 +56,13 @@ class TrainJob:
                           host=socket.gethostname(), message="", add_log_path=str(env.paths.stdout))
         from trm.train.entry import main
 
-        code = main(self.argv())
+        try:
+            code = main(self.argv())
+        except Exception as e:  # record it for tools/status.py, then let submitit report the traceback
+            if rank == 0:
+                update_status(self.run_dir, state="failed", message=f"{type(e).__name__}: {e}"[:500],
+                              exit_code=1)
+            raise
         if code == 0:
             if rank == 0:
                 update_status(self.run_dir, state="done")
