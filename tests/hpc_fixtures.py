@@ -56,11 +56,49 @@ def slurm_cluster() -> Iterator[LocalSlurm]:
             _shared["cluster"] = None
 
 
+ENTRY_POINTS = """[submitit]
+executor = trm.hpc.backends.lsf:LsfExecutor
+job_environment = trm.hpc.backends.lsf:LsfJobEnvironment
+"""
+
+
+def _plugin_registered() -> bool:
+    from importlib import metadata
+
+    return any(ep.value == "trm.hpc.backends.lsf:LsfExecutor" for ep in metadata.entry_points(group="submitit"))
+
+
+def _clear_submitit_plugin_cache() -> None:
+    from submitit.core import plugins
+
+    for fn in (plugins._get_plugins, plugins.get_executors, plugins.get_job_environments):
+        fn.cache_clear()
+
+
 @pytest.fixture()
-def lsf_shims(slurm_cluster: LocalSlurm, monkeypatch: pytest.MonkeyPatch) -> Path:
+def lsf_plugin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `submitit` entry points of pyproject.toml, for a checkout whose installed metadata
+    predates them: a dist-info on PYTHONPATH, which jobs inherit (same discovery path as pip's)."""
+    if not _plugin_registered():
+        site = tmp_path_factory.mktemp("plugin-site")
+        info = site / "trm_lsf_plugin-0.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: trm-lsf-plugin\nVersion: 0.0\n")
+        (info / "entry_points.txt").write_text(ENTRY_POINTS)
+        monkeypatch.syspath_prepend(str(site))
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    _clear_submitit_plugin_cache()
+    yield
+    _clear_submitit_plugin_cache()
+
+
+@pytest.fixture()
+def lsf_shims(slurm_cluster: LocalSlurm, lsf_plugin: None, monkeypatch: pytest.MonkeyPatch,
+              tmp_path: Path) -> Path:
     """bsub/bjobs/bkill/brequeue on PATH, backed by the local SLURM (tests/lsf_shims/)."""
     monkeypatch.setenv("PATH", f"{SHIMS}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("TRM_LSF_SHIM_PYTHON", sys.executable)
+    monkeypatch.setenv("TRM_LSF_SHIM_DIR", str(tmp_path / "lsf-shim"))
     return SHIMS
 
 
