@@ -207,5 +207,5 @@ def test_warning_signal_checkpoints_requeues_and_resumes(lsf_shims: Path, tmp_pa
     assert status["state"] == "done" and status["attempts"] == 2 and status["job_ids"] == [job_id], status
     assert "resumed from" in (run.run_dir / "train.log").read_text()
     assert json.loads((run.run_dir / "summary.json").read_text())["step"] == 60
-    assert job_states(sweep.profile, [job_id]) == {job_id: "COMPLETED"}
+    wait_for("bjobs to say DONE", lambda: job_states(sweep.profile, [job_id]) == {job_id: "COMPLETED"}, timeout=60)
     assert os.environ.get("SUBMITIT_EXECUTOR") is None  # nothing leaked into the test process
