@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from slurm_cluster import LocalSlurm, slurm_installed
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,16 +19,21 @@ import textwrap
 import time
 from pathlib import Path
 
+import hpc_fixtures
 import pytest
 import submitit
+from hpc_fixtures import REPO, wait_for
 
-from hpc_fixtures import REPO, lsf_plugin, lsf_shims, slurm_cluster, wait_for  # noqa: F401
 from trm.hpc.backends.lsf import LsfExecutor, LsfInfoWatcher, LsfJob, LsfJobEnvironment, lsf_job_ref
 from trm.hpc.profile import load_profile
 from trm.hpc.runstate import read_status
 from trm.hpc.scheduler import job_states
 from trm.hpc.spec import load_sweep
 from trm.hpc.submit import SubmitError, submit_sweep
+
+lsf_plugin = hpc_fixtures.lsf_plugin  # the fixture, shared with the other modules
+lsf_shims = hpc_fixtures.lsf_shims  # the fixture, shared with the other modules
+slurm_cluster = hpc_fixtures.slurm_cluster  # the fixture, shared with the other modules
 
 DATA = REPO / "data" / "sudoku-4x4"
 

@@ -10,17 +10,20 @@ import textwrap
 import time
 from pathlib import Path
 
+import hpc_fixtures
 import pytest
 import submitit
-
-from hpc_fixtures import REPO, slurm_cluster, wait_for  # noqa: F401
+from hpc_fixtures import REPO, wait_for
 from slurm_cluster import LocalSlurm
+
 from trm.hpc.backends import make_executor
 from trm.hpc.profile import load_profile
 from trm.hpc.runstate import read_status
 from trm.hpc.scheduler import cancel_jobs, job_states
 from trm.hpc.spec import Resources, load_sweep
 from trm.hpc.submit import SubmitError, submit_sweep
+
+slurm_cluster = hpc_fixtures.slurm_cluster  # the fixture, shared with the other modules
 
 pytestmark = pytest.mark.slurm
 DATA = REPO / "data" / "sudoku-4x4"

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from trm.hpc.runstate import update_status
+from trm.hpc.runstate import read_status, update_status
 
 EXIT_REQUEUE = 75  # trm.train.preempt.EXIT_REQUEUE
 
@@ -79,6 +79,8 @@ class TrainJob:
 
         if env.global_rank != 0:
             sys.exit(EXIT_REQUEUE)  # rank 0 requeues the whole job
+        if read_status(self.run_dir).get("state") == "cancelled":
+            sys.exit(EXIT_REQUEUE)  # stopped by tools/submit.py --cancel: checkpointed, stays cancelled
         paths = env.paths
         delayed = DelayedSubmission.load(paths.submitted_pickle)
         delay_s = float(os.environ.get("TRM_SIGNAL_DELAY_S", "120"))  # exported by the job script

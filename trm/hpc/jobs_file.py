@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from filelock import FileLock
+
 from trm.config import ConfigError, config_hash, load_config
+from trm.data.format import atomic_write_text
 from trm.hpc.profile import Profile
 from trm.hpc.spec import (
     DEFAULT_METRIC,
@@ -179,3 +183,30 @@ def jobs_sweep(path: str | Path, profile: Profile, resources: Resources, runs_ro
         lines[name] = job
     sweep = Sweep(sweep_name, path, runs, None, DEFAULT_METRIC, resources, profile, root, Path(), repo_root)
     return sweep, lines
+
+
+def lock_for(path: Path) -> FileLock:
+    """The lock every writer of a jobs file holds (queue runners, tools/submit.py)."""
+    return FileLock(str(path) + ".lock", timeout=120)
+
+
+def rewrite(path: Path, edit: Callable[[str], str]) -> None:
+    """Read-modify-write `path` under its lock, replacing it atomically."""
+    with lock_for(path):
+        text = path.read_text()
+        new = edit(text)
+        if new != text:
+            atomic_write_text(path, new)
+
+
+def mark_submitted(path: Path, owners: dict[JobLine, str]) -> None:
+    """Mark submitted lines running with their scheduler job as owner, e.g. `[-] ... [slurm:4711]`."""
+    def edit(text: str) -> str:
+        current = {j.lineno: j for j in parse_jobs_text(text, str(path))}
+        for job, owner in owners.items():
+            now = current.get(job.lineno)
+            if now is not None and now.command == job.command and now.state == "pending":
+                text = replace_line(text, with_state(now, "running", owner=owner))
+        return text
+
+    rewrite(path, edit)

@@ -266,3 +266,26 @@ def _run_locally(sweep: Sweep, todo: list[RunSpec], result: SubmitResult, python
         say(f"[{i}/{len(todo)}] {run.name}: done")
     return result
 
+
+
+def cancel_sweep(sweep: Sweep, runs: list[RunSpec] | None = None, say: Callable[[str], None] = print) -> list[str]:
+    """Cancel the queued/running jobs of the runs (one scheduler call) and mark them cancelled."""
+    from trm.hpc.scheduler import cancel_jobs
+
+    targets = {}
+    for run in sweep.runs if runs is None else runs:
+        status = read_status(run.run_dir)
+        if status.get("job_ids") and status.get("state") not in FINISHED:
+            targets[run.name] = (run, status["job_ids"][-1])
+    if not targets:
+        say(f"sweep {sweep.name}: nothing queued or running to cancel")
+        return []
+    # Marked first: a job stopped by the cancel's SIGTERM checkpoints and must not requeue itself.
+    for name, (run, job) in targets.items():
+        update_status(run.run_dir, state="cancelled", message=f"cancelled (job {job}) by tools/submit.py --cancel")
+    output = cancel_jobs(sweep.profile, [job for _, job in targets.values()])
+    for name, (_, job) in targets.items():
+        say(f"cancelled {name} (job {job})")
+    if output:
+        say(output)
+    return list(targets)
