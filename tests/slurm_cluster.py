@@ -82,8 +82,14 @@ class LocalSlurm:
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.out", "ab")  # noqa: SIM115 (lives as long as the daemon)
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env={**os.environ, **self.env}, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
         log.close()
 
     def _wait(self, what: str, probe, timeout: float = 30) -> None:
@@ -92,7 +98,9 @@ class LocalSlurm:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     log = (self.root / "log" / f"{name}.out").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}:\n{log}")
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode} while waiting for {what}:\n{log}"
+                    )
             try:
                 if probe():
                     return
@@ -109,7 +117,9 @@ class LocalSlurm:
         self._start_db(ports)
         self._write_configs(ports)
         self._spawn("slurmdbd", [_exe("slurmdbd"), "-D"])
-        self._wait("slurmdbd", lambda: self._run("sacctmgr", "-n", "show", "cluster", timeout=10).returncode == 0)
+        self._wait(
+            "slurmdbd", lambda: self._run("sacctmgr", "-n", "show", "cluster", timeout=10).returncode == 0
+        )
         self._spawn("slurmctld", [_exe("slurmctld"), "-D", "-i"])
         self._wait("slurmctld", lambda: self._run("scontrol", "ping", timeout=10).returncode == 0)
         self._spawn("slurmd", [_exe("slurmd"), "-D"])
@@ -129,30 +139,84 @@ class LocalSlurm:
         shutil.chown(key, "munge", "munge")
         (self.root / "munge").chmod(0o700)
         key.chmod(0o600)
-        self._spawn("munged", ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups", _exe("munged"), "-F",
-                               "--force", f"--socket={sock}", f"--key-file={key}",
-                               f"--pid-file={self.root / 'munge' / 'munged.pid'}",
-                               f"--seed-file={self.root / 'munge' / 'munged.seed'}",
-                               f"--log-file={self.root / 'munge' / 'munged.log'}"])
+        self._spawn(
+            "munged",
+            [
+                "setpriv",
+                "--reuid=munge",
+                "--regid=munge",
+                "--init-groups",
+                _exe("munged"),
+                "-F",
+                "--force",
+                f"--socket={sock}",
+                f"--key-file={key}",
+                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+                f"--log-file={self.root / 'munge' / 'munged.log'}",
+            ],
+        )
         (self.root / "munge").chmod(0o711)  # clients (root, slurm) reach the socket; the key stays 0600
-        self._wait("munged", lambda: subprocess.run(f"munge -S {sock} -n | unmunge -S {sock}", shell=True,
-                                                    capture_output=True).returncode == 0)
+        self._wait(
+            "munged",
+            lambda: (
+                subprocess.run(
+                    f"munge -S {sock} -n | unmunge -S {sock}", shell=True, capture_output=True
+                ).returncode
+                == 0
+            ),
+        )
 
     def _start_db(self, ports: dict[str, int]) -> None:
         data, sock = self.root / "mysql", self.root / "mysql" / "mysqld.sock"
         shutil.chown(data, "mysql", "mysql")
-        subprocess.run([_exe("mariadb-install-db"), "--user=mysql", f"--datadir={data}", "--skip-test-db",
-                        "--auth-root-authentication-method=socket"], check=True, capture_output=True, timeout=120)
-        self._spawn("mariadbd", [_exe("mariadbd"), "--user=mysql", f"--datadir={data}", f"--socket={sock}",
-                                 f"--pid-file={data / 'mysqld.pid'}", "--bind-address=127.0.0.1",
-                                 f"--port={ports['db']}", "--skip-name-resolve", "--innodb-buffer-pool-size=64M",
-                                 f"--log-error={self.root / 'log' / 'mariadbd.err'}"])
-        self._wait("mariadbd", lambda: subprocess.run(["mariadb-admin", "-S", str(sock), "ping"],
-                                                      capture_output=True).returncode == 0, timeout=60)
-        subprocess.run(["mariadb", "-S", str(sock), "-e",
-                        "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpw'; "
-                        "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                _exe("mariadb-install-db"),
+                "--user=mysql",
+                f"--datadir={data}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=socket",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        self._spawn(
+            "mariadbd",
+            [
+                _exe("mariadbd"),
+                "--user=mysql",
+                f"--datadir={data}",
+                f"--socket={sock}",
+                f"--pid-file={data / 'mysqld.pid'}",
+                "--bind-address=127.0.0.1",
+                f"--port={ports['db']}",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=64M",
+                f"--log-error={self.root / 'log' / 'mariadbd.err'}",
+            ],
+        )
+        self._wait(
+            "mariadbd",
+            lambda: (
+                subprocess.run(["mariadb-admin", "-S", str(sock), "ping"], capture_output=True).returncode
+                == 0
+            ),
+            timeout=60,
+        )
+        subprocess.run(
+            [
+                "mariadb",
+                "-S",
+                str(sock),
+                "-e",
+                "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurmpw'; "
+                "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def _write_configs(self, ports: dict[str, int]) -> None:
         r, sock = self.root, self.root / "munge" / "munge.socket"
@@ -166,38 +230,79 @@ class LocalSlurm:
             gpus.append(dev)
         if self.ngpus:
             (r / "etc" / "gres.conf").write_text(
-                f"AutoDetect=off\nNodeName={self.node} Name=gpu File={r}/fakegpu/nvidia[0-{self.ngpus - 1}]\n")
+                f"AutoDetect=off\nNodeName={self.node} Name=gpu File={r}/fakegpu/nvidia[0-{self.ngpus - 1}]\n"
+            )
         auth = f"AuthInfo=socket={sock},cred_expire=10"
-        self.conf.write_text("\n".join([
-            "ClusterName=trmtest", f"SlurmctldHost={self.node}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
-            "AuthType=auth/munge", "CredType=cred/munge", auth, "MpiDefault=none",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-            "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory", "DefMemPerCPU=1000",
-            "SchedulerType=sched/backfill", "SchedulerParameters=bf_interval=2,sched_interval=2",
-            "MailProg=/bin/true", "ReturnToService=2", "SlurmdParameters=config_overrides",
-            "MaxArraySize=1001", "MinJobAge=300", "KillWait=5",
-            f"StateSaveLocation={r}/state/ctld", f"SlurmdSpoolDir={r}/state/d",
-            f"SlurmctldPidFile={r}/run/slurmctld.pid", f"SlurmdPidFile={r}/run/slurmd.pid",
-            f"SlurmctldLogFile={r}/log/slurmctld.log", f"SlurmdLogFile={r}/log/slurmd.log",
-            f"SlurmctldPort={ports['ctld']}", f"SlurmdPort={ports['d']}",
-            "JobAcctGatherType=jobacct_gather/linux", "JobAcctGatherFrequency=30",
-            "AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=localhost",
-            f"AccountingStoragePass={sock}",  # the munge socket for talking to slurmdbd
-            f"AccountingStoragePort={ports['dbd']}", "JobCompType=jobcomp/none",
-            "GresTypes=gpu" if self.ngpus else "",
-            f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.ncpus} RealMemory={self.mem_mb} "
-            + (f"Gres=gpu:{self.ngpus} " if self.ngpus else "") + "State=UNKNOWN",
-            f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
-            "",
-        ]))
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=trmtest",
+                    f"SlurmctldHost={self.node}(127.0.0.1)",
+                    "SlurmUser=root",
+                    "SlurmdUser=root",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    auth,
+                    "MpiDefault=none",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_Core_Memory",
+                    "DefMemPerCPU=1000",
+                    "SchedulerType=sched/backfill",
+                    "SchedulerParameters=bf_interval=2,sched_interval=2",
+                    "MailProg=/bin/true",
+                    "ReturnToService=2",
+                    "SlurmdParameters=config_overrides",
+                    "MaxArraySize=1001",
+                    "MinJobAge=300",
+                    "KillWait=5",
+                    f"StateSaveLocation={r}/state/ctld",
+                    f"SlurmdSpoolDir={r}/state/d",
+                    f"SlurmctldPidFile={r}/run/slurmctld.pid",
+                    f"SlurmdPidFile={r}/run/slurmd.pid",
+                    f"SlurmctldLogFile={r}/log/slurmctld.log",
+                    f"SlurmdLogFile={r}/log/slurmd.log",
+                    f"SlurmctldPort={ports['ctld']}",
+                    f"SlurmdPort={ports['d']}",
+                    "JobAcctGatherType=jobacct_gather/linux",
+                    "JobAcctGatherFrequency=30",
+                    "AccountingStorageType=accounting_storage/slurmdbd",
+                    "AccountingStorageHost=localhost",
+                    f"AccountingStoragePass={sock}",  # the munge socket for talking to slurmdbd
+                    f"AccountingStoragePort={ports['dbd']}",
+                    "JobCompType=jobcomp/none",
+                    "GresTypes=gpu" if self.ngpus else "",
+                    f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.ncpus} RealMemory={self.mem_mb} "
+                    + (f"Gres=gpu:{self.ngpus} " if self.ngpus else "")
+                    + "State=UNKNOWN",
+                    f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                    "",
+                ]
+            )
+        )
         dbd = r / "etc" / "slurmdbd.conf"
         dbd.touch(mode=0o600)
-        dbd.write_text("\n".join([
-            "AuthType=auth/munge", auth, "DbdHost=localhost", f"DbdPort={ports['dbd']}", "SlurmUser=root",
-            f"LogFile={r}/log/slurmdbd.log", f"PidFile={r}/run/slurmdbd.pid",
-            "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1", f"StoragePort={ports['db']}",
-            "StorageUser=slurm", "StoragePass=slurmpw", "StorageLoc=slurm_acct_db", "",
-        ]))
+        dbd.write_text(
+            "\n".join(
+                [
+                    "AuthType=auth/munge",
+                    auth,
+                    "DbdHost=localhost",
+                    f"DbdPort={ports['dbd']}",
+                    "SlurmUser=root",
+                    f"LogFile={r}/log/slurmdbd.log",
+                    f"PidFile={r}/run/slurmdbd.pid",
+                    "StorageType=accounting_storage/mysql",
+                    "StorageHost=127.0.0.1",
+                    f"StoragePort={ports['db']}",
+                    "StorageUser=slurm",
+                    "StoragePass=slurmpw",
+                    "StorageLoc=slurm_acct_db",
+                    "",
+                ]
+            )
+        )
         dbd.chmod(0o600)
 
     def stop(self) -> None:

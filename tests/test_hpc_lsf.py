@@ -55,9 +55,19 @@ BJOBS = """\
 def test_bjobs_rows_map_to_submitit_states() -> None:
     info = LsfInfoWatcher().read_info(BJOBS)
     states = {k: v["State"] for k, v in info.items()}
-    assert states == {"101": "PENDING", "102": "RUNNING", "103": "SUSPENDED", "104": "SUSPENDED",
-                      "105": "SUSPENDED", "106": "COMPLETED", "107": "FAILED", "108_1": "COMPLETED",
-                      "108_2": "RUNNING", "108_3": "FAILED", "109": "UNKNOWN"}
+    assert states == {
+        "101": "PENDING",
+        "102": "RUNNING",
+        "103": "SUSPENDED",
+        "104": "SUSPENDED",
+        "105": "SUSPENDED",
+        "106": "COMPLETED",
+        "107": "FAILED",
+        "108_1": "COMPLETED",
+        "108_2": "RUNNING",
+        "108_3": "FAILED",
+        "109": "UNKNOWN",
+    }
     assert info["107"]["ExitCode"] == "75" and info["103"]["LsfState"] == "SSUSP"
     watcher = LsfInfoWatcher()
     watcher._info_dict.update(info)
@@ -68,7 +78,10 @@ def test_bjobs_rows_map_to_submitit_states() -> None:
 def test_submission_output_and_job_references() -> None:
     noisy = "<<Waiting for dispatch ...>>\nJob <4711> is submitted to queue <gpuv100>.\n"
     assert LsfExecutor._get_job_id_from_submission_command(noisy) == "4711"
-    assert LsfExecutor._get_job_id_from_submission_command(b"Job <12> is submitted to default queue <normal>.") == "12"
+    assert (
+        LsfExecutor._get_job_id_from_submission_command(b"Job <12> is submitted to default queue <normal>.")
+        == "12"
+    )
     with pytest.raises(submitit.core.utils.FailedSubmissionError):
         LsfExecutor._get_job_id_from_submission_command("gpux: No such queue. Job not submitted.")
     assert lsf_job_ref("4711") == "4711" and lsf_job_ref("4711_3") == "4711[3]"
@@ -100,7 +113,9 @@ def test_plugin_is_found_through_entry_points(lsf_plugin: None, tmp_path: Path) 
         os.environ.update(SUBMITIT_EXECUTOR="lsf", LSB_JOBID="5", TRM_LSF_NTASKS="1")
         print(type(submitit.JobEnvironment()).__name__)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert "lsf" in out[0] and out[1] == "LsfJobEnvironment"
 
 
@@ -108,9 +123,16 @@ def test_plugin_is_found_through_entry_points(lsf_plugin: None, tmp_path: Path) 
 
 
 def _profile(tmp_path: Path, **extra: object) -> Path:
-    lines = ["scheduler: lsf", "queue: gpuv100", "queues: [gpuv100, gpua100, hpc, nosuchqueue]", "venv: ''",
-             "signal_delay_s: 60", "max_num_timeout: 1", "array_limit: 2",
-             *(f"{k}: {json.dumps(v)}" for k, v in extra.items())]
+    lines = [
+        "scheduler: lsf",
+        "queue: gpuv100",
+        "queues: [gpuv100, gpua100, hpc, nosuchqueue]",
+        "venv: ''",
+        "signal_delay_s: 60",
+        "max_num_timeout: 1",
+        "array_limit: 2",
+        *(f"{k}: {json.dumps(v)}" for k, v in extra.items()),
+    ]
     path = tmp_path / "lsf-test.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -137,8 +159,12 @@ def test_bsub_job_and_array_run_through_the_shims(lsf_shims: Path, tmp_path: Pat
     base = jobs[0].job_id.split("_")[0]
 
     def rows() -> list[str]:  # the emulation reads sacct, which lags a second or two behind
-        return subprocess.run(["bjobs", "-o", "jobid jobindex stat exit_code delimiter='|'", "-noheader", base],
-                              capture_output=True, text=True, check=True).stdout.splitlines()
+        return subprocess.run(
+            ["bjobs", "-o", "jobid jobindex stat exit_code delimiter='|'", "-noheader", base],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
 
     wait_for("the array's rows", lambda: rows() == [f"{base}|{i}|DONE|-" for i in (1, 2, 3)], timeout=30)
 
@@ -148,16 +174,20 @@ def test_suspended_purged_and_killed_jobs(lsf_shims: Path, tmp_path: Path) -> No
     ex = _executor(tmp_path)
     job = ex.submit(time.sleep, 60)
     watcher = LsfJob.watcher
-    wait_for("RUN", lambda: (watcher.update() or True) and watcher.get_state(job.job_id, "cache") == "RUNNING",
-             timeout=60)
+    wait_for(
+        "RUN",
+        lambda: (watcher.update() or True) and watcher.get_state(job.job_id, "cache") == "RUNNING",
+        timeout=60,
+    )
     subprocess.run(["scontrol", "suspend", job.job_id], check=True)  # what LSF preemption does by default
     watcher.register_job("999999")  # an id LSF purged long ago
     watcher.update()
     assert watcher.get_info(job.job_id, "cache")["LsfState"] == "SSUSP"
     assert not watcher.is_done(job.job_id, mode="cache")  # suspended is alive
     assert watcher.get_state("999999", "cache") == "PURGED" and watcher.is_done("999999", mode="cache")
-    proc = subprocess.run(["bjobs", "-o", "jobid stat", "-noheader", job.job_id, "999999"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bjobs", "-o", "jobid stat", "-noheader", job.job_id, "999999"], capture_output=True, text=True
+    )
     assert proc.returncode == 255 and proc.stdout.strip() == f"{job.job_id} SSUSP"
     assert proc.stderr.strip() == "Job <999999> is not found"
     subprocess.run(["scontrol", "resume", job.job_id], check=True)
@@ -171,24 +201,32 @@ def test_suspended_purged_and_killed_jobs(lsf_shims: Path, tmp_path: Path) -> No
     assert missing.returncode != 0 and "No matching job found" in missing.stderr
 
 
-def _spec(tmp_path: Path, runs: str, steps: int, every: int, resources: str = "{time: 10}", **profile: object) -> Path:
+def _spec(
+    tmp_path: Path, runs: str, steps: int, every: int, resources: str = "{time: 10}", **profile: object
+) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: tiny
-        config: {REPO / 'trm/configs/quickstart.yaml'}
+        config: {REPO / "trm/configs/quickstart.yaml"}
         overrides: {{train.max_steps: {steps}, arch.hidden_size: 32, eval.max_batches: 1, log.progress: false,
                     train.checkpoint_every_steps: {every}, data.data_paths: [{DATA}]}}
         profile: {_profile(tmp_path, **profile)}
         resources: {resources}
         runs: {runs}
-        """))
+        """)
+    )
     return path
 
 
 @pytest.mark.slurm
 def test_unknown_queue_is_refused_verbatim(lsf_shims: Path, tmp_path: Path) -> None:
-    sweep = load_sweep(_spec(tmp_path, "[a]", 5, 0, "{time: 10, queue: nosuchqueue}"), runs_root=tmp_path / "runs")
-    with pytest.raises(SubmitError, match=r"refused run\(s\) a:\n.*nosuchqueue: No such queue. Job not submitted."):
+    sweep = load_sweep(
+        _spec(tmp_path, "[a]", 5, 0, "{time: 10, queue: nosuchqueue}"), runs_root=tmp_path / "runs"
+    )
+    with pytest.raises(
+        SubmitError, match=r"refused run\(s\) a:\n.*nosuchqueue: No such queue. Job not submitted."
+    ):
         submit_sweep(sweep, data_check=False, say=lambda _: None)
     assert not (tmp_path / "runs" / "tiny" / "a").exists()
 
@@ -196,14 +234,22 @@ def test_unknown_queue_is_refused_verbatim(lsf_shims: Path, tmp_path: Path) -> N
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.parametrize("requeue", ["exit_code", "brequeue"])
-def test_warning_signal_checkpoints_requeues_and_resumes(lsf_shims: Path, tmp_path: Path, requeue: str) -> None:
+def test_warning_signal_checkpoints_requeues_and_resumes(
+    lsf_shims: Path, tmp_path: Path, requeue: str
+) -> None:
     if not (DATA / "train" / "dataset.json").exists():
         pytest.skip("needs data/sudoku-4x4 (python tools/build_data.py sudoku4x4)")
     sweep = load_sweep(_spec(tmp_path, "[a]", 60, 5, lsf_requeue=requeue), runs_root=tmp_path / "runs")
     job_id = submit_sweep(sweep, say=lambda _: None).submitted["a"]
     run = sweep.run("a")
-    wait_for("training to start", lambda: (run.run_dir / "train.log").exists()
-             and "train step" in (run.run_dir / "train.log").read_text(), timeout=120, every=0.2)
+    wait_for(
+        "training to start",
+        lambda: (
+            (run.run_dir / "train.log").exists() and "train step" in (run.run_dir / "train.log").read_text()
+        ),
+        timeout=120,
+        every=0.2,
+    )
     out = subprocess.run(["bkill", "-s", "USR2", job_id], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"Job <{job_id}> is being signaled"
     wait_for("the requeue", lambda: read_status(run.run_dir).get("preemptions", 0) >= 1, timeout=120)
@@ -212,5 +258,7 @@ def test_warning_signal_checkpoints_requeues_and_resumes(lsf_shims: Path, tmp_pa
     assert status["state"] == "done" and status["attempts"] == 2 and status["job_ids"] == [job_id], status
     assert "resumed from" in (run.run_dir / "train.log").read_text()
     assert json.loads((run.run_dir / "summary.json").read_text())["step"] == 60
-    wait_for("bjobs to say DONE", lambda: job_states(sweep.profile, [job_id]) == {job_id: "COMPLETED"}, timeout=60)
+    wait_for(
+        "bjobs to say DONE", lambda: job_states(sweep.profile, [job_id]) == {job_id: "COMPLETED"}, timeout=60
+    )
     assert os.environ.get("SUBMITIT_EXECUTOR") is None  # nothing leaked into the test process

@@ -27,43 +27,66 @@ slurm_cluster = hpc_fixtures.slurm_cluster  # the fixture, shared with the other
 
 pytestmark = pytest.mark.slurm
 DATA = REPO / "data" / "sudoku-4x4"
-TINY = ("{train.max_steps: %d, arch.hidden_size: 32, eval.max_batches: 1, log.progress: false, "
-        "train.checkpoint_every_steps: %d, data.data_paths: [%s]}")
+TINY = (
+    "{train.max_steps: %d, arch.hidden_size: 32, eval.max_batches: 1, log.progress: false, "
+    "train.checkpoint_every_steps: %d, data.data_paths: [%s]}"
+)
 
 
 def write_profile(tmp_path: Path, **extra: object) -> Path:
-    lines = ["scheduler: slurm", "queue: debug", "venv: ''", "signal_delay_s: 30", "array_limit: 2",
-             "max_num_timeout: 1", *(f"{k}: {json.dumps(v)}" for k, v in extra.items())]
+    lines = [
+        "scheduler: slurm",
+        "queue: debug",
+        "venv: ''",
+        "signal_delay_s: 30",
+        "array_limit: 2",
+        "max_num_timeout: 1",
+        *(f"{k}: {json.dumps(v)}" for k, v in extra.items()),
+    ]
     path = tmp_path / "slurm-test.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def write_spec(tmp_path: Path, runs: str, steps: int = 10, every: int = 0, resources: str = "{time: 10}",
-               name: str = "tiny") -> Path:
+def write_spec(
+    tmp_path: Path,
+    runs: str,
+    steps: int = 10,
+    every: int = 0,
+    resources: str = "{time: 10}",
+    name: str = "tiny",
+) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: {name}
-        config: {REPO / 'trm/configs/quickstart.yaml'}
+        config: {REPO / "trm/configs/quickstart.yaml"}
         overrides: {TINY % (steps, every, DATA)}
         profile: {write_profile(tmp_path)}
         resources: {resources}
         runs: {runs}
-        """))
+        """)
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def dataset() -> Path:
     if not (DATA / "train" / "dataset.json").exists():
-        subprocess.run([str(Path(__import__("sys").executable)), str(REPO / "tools/build_data.py"), "sudoku4x4"],
-                       cwd=REPO, check=True, capture_output=True)
+        subprocess.run(
+            [str(Path(__import__("sys").executable)), str(REPO / "tools/build_data.py"), "sudoku4x4"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
     return DATA
 
 
 def test_rendered_script_runs_arrays_and_chunks(slurm_cluster: LocalSlurm, tmp_path: Path) -> None:
     prof = load_profile(write_profile(tmp_path), REPO)
-    ex = make_executor(prof, tmp_path / "logs", Resources(cpus_per_task=1, mem_gb=0.5, time="5"), REPO, "adds")
+    ex = make_executor(
+        prof, tmp_path / "logs", Resources(cpus_per_task=1, mem_gb=0.5, time="5"), REPO, "adds"
+    )
     job = ex.submit(operator.add, 2, 3)  # pickled by reference: importable on the node
     assert job.result() == 5
     script = job.paths.submission_file.read_text()
@@ -77,8 +100,9 @@ def test_rendered_script_runs_arrays_and_chunks(slurm_cluster: LocalSlurm, tmp_p
     assert set(states.values()) == {"COMPLETED"}
 
 
-def test_refused_partition_is_shown_verbatim_and_nothing_is_left(slurm_cluster: LocalSlurm, tmp_path: Path,
-                                                                 dataset: Path) -> None:
+def test_refused_partition_is_shown_verbatim_and_nothing_is_left(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
+) -> None:
     spec = write_spec(tmp_path, "[a, b]", resources="{time: 10, queue: nosuchpartition}")
     sweep = load_sweep(spec, runs_root=tmp_path / "runs")
     with pytest.raises(SubmitError) as err:
@@ -93,7 +117,9 @@ def test_missing_dataset_and_existing_runs_are_refused(slurm_cluster: LocalSlurm
     spec = write_spec(tmp_path, "[a]")
     spec.write_text(spec.read_text().replace(str(DATA), str(tmp_path / "no-data")))
     sweep = load_sweep(spec, runs_root=tmp_path / "runs")
-    with pytest.raises(SubmitError, match=r"dataset\(s\) not found: .*no-data \(runs a\).*Nothing was submitted"):
+    with pytest.raises(
+        SubmitError, match=r"dataset\(s\) not found: .*no-data \(runs a\).*Nothing was submitted"
+    ):
         submit_sweep(sweep, say=lambda _: None)
     (tmp_path / "runs" / "tiny" / "a").mkdir(parents=True)
     (tmp_path / "runs" / "tiny" / "a" / "summary.json").write_text("{}")
@@ -105,15 +131,19 @@ def test_missing_dataset_and_existing_runs_are_refused(slurm_cluster: LocalSlurm
 
 
 @pytest.mark.slow
-def test_two_run_sweep_as_array_finishes_with_summaries(slurm_cluster: LocalSlurm, tmp_path: Path,
-                                                        dataset: Path) -> None:
+def test_two_run_sweep_as_array_finishes_with_summaries(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
+) -> None:
     sweep = load_sweep(write_spec(tmp_path, "[a, b]"), runs_root=tmp_path / "runs")
     result = submit_sweep(sweep, say=lambda _: None)
     assert set(result.submitted) == {"a", "b"}
     assert result.submitted["a"].split("_")[0] == result.submitted["b"].split("_")[0]  # one array job
     for run in sweep.runs:
-        wait_for(f"{run.name} done", lambda r=run: read_status(r.run_dir).get("state") in ("done", "failed"),
-                 timeout=240)
+        wait_for(
+            f"{run.name} done",
+            lambda r=run: read_status(r.run_dir).get("state") in ("done", "failed"),
+            timeout=240,
+        )
         status = read_status(run.run_dir)
         assert status["state"] == "done", status
         summary = json.loads((run.run_dir / "summary.json").read_text())
@@ -133,12 +163,14 @@ def _weights(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_preempted_job_requeues_resumes_and_matches_uninterrupted(slurm_cluster: LocalSlurm, tmp_path: Path,
-                                                                  dataset: Path) -> None:
+def test_preempted_job_requeues_resumes_and_matches_uninterrupted(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
+) -> None:
     import torch
 
-    sweep = load_sweep(write_spec(tmp_path, "[straight, preempted]", steps=60, every=5),
-                       runs_root=tmp_path / "runs")
+    sweep = load_sweep(
+        write_spec(tmp_path, "[straight, preempted]", steps=60, every=5), runs_root=tmp_path / "runs"
+    )
     result = submit_sweep(sweep, array=False, say=lambda _: None)
     victim = sweep.run("preempted")
     job_id = result.submitted["preempted"]
@@ -152,8 +184,11 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(slurm_cluster:
     wait_for("the requeue", lambda: read_status(victim.run_dir).get("preemptions", 0) >= 1, timeout=120)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], capture_output=True)
     for run in sweep.runs:
-        wait_for(f"{run.name} done", lambda r=run: read_status(r.run_dir).get("state") in ("done", "failed"),
-                 timeout=300)
+        wait_for(
+            f"{run.name} done",
+            lambda r=run: read_status(r.run_dir).get("state") in ("done", "failed"),
+            timeout=300,
+        )
     status = read_status(victim.run_dir)
     assert status["state"] == "done" and status["preemptions"] == 1 and status["attempts"] == 2, status
     assert status["job_ids"] == [job_id]  # requeued under the same job id
@@ -163,21 +198,31 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(slurm_cluster:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_through_submitit_tasks(slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path) -> None:
-    sweep = load_sweep(write_spec(tmp_path, "[ddp]", resources="{time: 10, tasks_per_node: 2, cpus_per_task: 1}"),
-                       runs_root=tmp_path / "runs")
+def test_two_gloo_ranks_through_submitit_tasks(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
+) -> None:
+    sweep = load_sweep(
+        write_spec(tmp_path, "[ddp]", resources="{time: 10, tasks_per_node: 2, cpus_per_task: 1}"),
+        runs_root=tmp_path / "runs",
+    )
     submit_sweep(sweep, say=lambda _: None)
     run = sweep.run("ddp")
-    wait_for("the 2-rank run", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300)
+    wait_for(
+        "the 2-rank run", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300
+    )
     assert read_status(run.run_dir)["state"] == "done", read_status(run.run_dir)
     assert json.loads((run.run_dir / "summary.json").read_text())["world_size"] == 2
 
 
 def test_cancelled_job_is_seen_as_finished(slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path) -> None:
     prof = load_profile(write_profile(tmp_path), REPO)
-    ex = make_executor(prof, tmp_path / "logs", Resources(cpus_per_task=1, mem_gb=0.5, time="5"), REPO, "sleeper")
+    ex = make_executor(
+        prof, tmp_path / "logs", Resources(cpus_per_task=1, mem_gb=0.5, time="5"), REPO, "sleeper"
+    )
     job = ex.submit(time.sleep, 120)
-    wait_for("the job to run", lambda: job_states(prof, [job.job_id]).get(job.job_id) == "RUNNING", timeout=60)
+    wait_for(
+        "the job to run", lambda: job_states(prof, [job.job_id]).get(job.job_id) == "RUNNING", timeout=60
+    )
     cancel_jobs(prof, [job.job_id])
     wait_for("CANCELLED", lambda: job_states(prof, [job.job_id]).get(job.job_id) == "CANCELLED", timeout=60)
     with pytest.raises(submitit.core.utils.UncompletedJobError):

@@ -99,27 +99,30 @@ def test_override_text_round_trips_through_the_config_parser(value: object) -> N
         assert float(text) == value
 
 
-@pytest.mark.parametrize(("snippet", "needles"), [
-    ("nmae: x\n", ["unknown key 'nmae'", "Valid keys: name, description, config"]),
-    ("runs: [{name: a, overides: {}}]\n", ["runs[0]", "unknown key 'overides'", "expected_delta"]),
-    ("resources: {gpus: 4}\n", ["resources", "unknown key 'gpus'", "gpus_per_node"]),
-    ("runs: [{name: a, overrides: {arch.L_layerz: 3}}]\n", ["run 'a'", "arch.L_layerz", "arch.L_layers"]),
-    ("runs: [{name: a, overrides: {epochs: many}}]\n", ["run 'a'", "train.epochs", "expected int"]),
-    ("runs: [{name: 'a;rm -rf ~'}]\n", ["runs[0]", "';'", "' '", "shell"]),
-    ("runs: [{name: '$(id)'}]\n", ["'$'", "'('"]),
-    ("runs: [{name: x}, {name: x}]\n", ["'x' is used twice", "runs[0]"]),
-    ("runs: [{name: 'L_layers=1'}]\ngrid: {arch.L_layers: [1]}\n", ["'L_layers=1' is used twice"]),
-    ("runs: [{name: a, overrides: {run.name: b}}]\n", ["'run.name' is set by the sweep"]),
-    ("runs: [{name: a, overrides: {+run_name: b}}]\n", ["'+run_name' is set by the sweep"]),
-    ("runs: [{name: a, expected_delta: {m: 1}}]\n", ["expected_delta needs a `baseline:`"]),
-    ("baseline: zz\nruns: [a]\n", ["baseline 'zz' is not one of the runs: a"]),
-    ("runs: [{name: a, expected: {m: high}}]\n", ["expected", "m must be a number"]),
-    ("runs: []\n", ["no runs"]),
-    ("grid: {arch.L_layers: 3}\n", ["grid", "non-empty list"]),
-    ("resources: {time: '24:00'}\nruns: [a]\n", ["ambiguous", "24:00:00"]),
-    ("resources: {nodes: 2}\nruns: [a]\n", ["nodes=2", "single-node"]),
-    ("resources: {mem_gb: -1}\nruns: [a]\n", ["mem_gb must be a positive number"]),
-])
+@pytest.mark.parametrize(
+    ("snippet", "needles"),
+    [
+        ("nmae: x\n", ["unknown key 'nmae'", "Valid keys: name, description, config"]),
+        ("runs: [{name: a, overides: {}}]\n", ["runs[0]", "unknown key 'overides'", "expected_delta"]),
+        ("resources: {gpus: 4}\n", ["resources", "unknown key 'gpus'", "gpus_per_node"]),
+        ("runs: [{name: a, overrides: {arch.L_layerz: 3}}]\n", ["run 'a'", "arch.L_layerz", "arch.L_layers"]),
+        ("runs: [{name: a, overrides: {epochs: many}}]\n", ["run 'a'", "train.epochs", "expected int"]),
+        ("runs: [{name: 'a;rm -rf ~'}]\n", ["runs[0]", "';'", "' '", "shell"]),
+        ("runs: [{name: '$(id)'}]\n", ["'$'", "'('"]),
+        ("runs: [{name: x}, {name: x}]\n", ["'x' is used twice", "runs[0]"]),
+        ("runs: [{name: 'L_layers=1'}]\ngrid: {arch.L_layers: [1]}\n", ["'L_layers=1' is used twice"]),
+        ("runs: [{name: a, overrides: {run.name: b}}]\n", ["'run.name' is set by the sweep"]),
+        ("runs: [{name: a, overrides: {+run_name: b}}]\n", ["'+run_name' is set by the sweep"]),
+        ("runs: [{name: a, expected_delta: {m: 1}}]\n", ["expected_delta needs a `baseline:`"]),
+        ("baseline: zz\nruns: [a]\n", ["baseline 'zz' is not one of the runs: a"]),
+        ("runs: [{name: a, expected: {m: high}}]\n", ["expected", "m must be a number"]),
+        ("runs: []\n", ["no runs"]),
+        ("grid: {arch.L_layers: 3}\n", ["grid", "non-empty list"]),
+        ("resources: {time: '24:00'}\nruns: [a]\n", ["ambiguous", "24:00:00"]),
+        ("resources: {nodes: 2}\nruns: [a]\n", ["nodes=2", "single-node"]),
+        ("resources: {mem_gb: -1}\nruns: [a]\n", ["mem_gb must be a positive number"]),
+    ],
+)
 def test_bad_specs_name_the_field(tmp_path: Path, snippet: str, needles: list[str]) -> None:
     head = f"name: s\nconfig: {QUICK}\nprofile: local\n"
     if "runs:" not in snippet and "grid:" not in snippet:
@@ -136,8 +139,10 @@ def test_missing_config_and_profile_are_named(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="config 'nope.yaml' does not exist"):
         load_sweep(write(tmp_path, "name: s\nconfig: nope.yaml\nruns: [a]\n"), runs_root=tmp_path)
     with pytest.raises(SpecError, match="profile 'env/mycluster.yaml' does not exist.*Use 'local'"):
-        load_sweep(write(tmp_path, f"name: s\nconfig: {QUICK}\nprofile: env/mycluster.yaml\nruns: [a]\n"),
-                   runs_root=tmp_path)
+        load_sweep(
+            write(tmp_path, f"name: s\nconfig: {QUICK}\nprofile: env/mycluster.yaml\nruns: [a]\n"),
+            runs_root=tmp_path,
+        )
     with pytest.raises(SpecError, match="sweep spec .* does not exist"):
         load_sweep(tmp_path / "absent.yaml")
 
@@ -171,8 +176,10 @@ def test_profile_override_and_profile_runs_root(tmp_path: Path, monkeypatch: pyt
     assert load_sweep(spec).run("a").run_dir == tmp_path / "runs/s/a"  # local profile: ./runs
 
 
-@pytest.mark.parametrize(("text", "minutes"), [("24:00:00", 1440), ("1-00:00:00", 1440), ("0:10:30", 11),
-                                               (90, 90), ("45", 45), ("2-12:00:00", 3600)])
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("24:00:00", 1440), ("1-00:00:00", 1440), ("0:10:30", 11), (90, 90), ("45", 45), ("2-12:00:00", 3600)],
+)
 def test_time_formats(text: str | int, minutes: int) -> None:
     assert parse_time_minutes(text) == minutes
 
@@ -198,8 +205,13 @@ JOBS = """\
 
 def test_jobs_text_states_owner_and_exit_code() -> None:
     jobs = parse_jobs_text(JOBS)
-    assert [(j.lineno, j.state) for j in jobs] == [(2, "pending"), (4, "running"), (5, "done"),
-                                                   (6, "failed"), (7, "pending")]
+    assert [(j.lineno, j.state) for j in jobs] == [
+        (2, "pending"),
+        (4, "running"),
+        (5, "done"),
+        (6, "failed"),
+        (7, "pending"),
+    ]
     assert jobs[1].owner == "gpu3:4711" and jobs[1].command.endswith("seed=1")
     assert jobs[3].exit_code == 137 and jobs[3].command.endswith("seed=3")
     for job in jobs:
@@ -209,10 +221,13 @@ def test_jobs_text_states_owner_and_exit_code() -> None:
 def test_replace_line_changes_only_that_line() -> None:
     jobs = parse_jobs_text(JOBS)
     text = replace_line(JOBS, with_state(jobs[0], "running", owner="host-a:12"))
-    assert text.splitlines()[1] == "[-] python tools/train.py trm/configs/quickstart.yaml arch.L_layers=1 " \
-                                   "run.name=l1 [host-a:12]"
-    assert [a for i, a in enumerate(text.splitlines()) if i != 1] == \
-           [a for i, a in enumerate(JOBS.splitlines()) if i != 1]
+    assert (
+        text.splitlines()[1] == "[-] python tools/train.py trm/configs/quickstart.yaml arch.L_layers=1 "
+        "run.name=l1 [host-a:12]"
+    )
+    assert [a for i, a in enumerate(text.splitlines()) if i != 1] == [
+        a for i, a in enumerate(JOBS.splitlines()) if i != 1
+    ]
 
 
 def test_train_command_parses_launchers_and_quoted_overrides() -> None:

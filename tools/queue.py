@@ -24,8 +24,11 @@ from trm.hpc.queue import QueueRunner  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("jobs", help="the jobs file, e.g. jobs.txt")
     p.add_argument("--gpu", help="CUDA_VISIBLE_DEVICES for the commands of this runner (e.g. 0, or 0,1)")
     p.add_argument("--once", action="store_true", help="run one pending line, then stop")

@@ -26,11 +26,16 @@ from trm.hpc.status import format_table, sweep_rows  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("spec", help="a sweep spec (jobs/*.yaml) or a jobs.txt")
     p.add_argument("--profile", help="cluster profile (default: the spec's)")
-    p.add_argument("--runs-root", help="where <sweep>/<run> directories are (default: the profile's, else runs/)")
+    p.add_argument(
+        "--runs-root", help="where <sweep>/<run> directories are (default: the profile's, else runs/)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
     p.add_argument("--no-scheduler", action="store_true", help="read only the run directories")
     args = p.parse_args(argv)
@@ -40,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.profile:
                 raise SpecError(f"{path}: pass --profile for a jobs.txt (the one it was submitted with)")
             profile = load_profile(args.profile, find_repo_root(path.resolve().parent))
-            sweep, _ = jobs_sweep(path, profile, Resources(), args.runs_root, states=("pending", "running", "done",
-                                                                                     "failed"))
+            sweep, _ = jobs_sweep(
+                path, profile, Resources(), args.runs_root, states=("pending", "running", "done", "failed")
+            )
         else:
             sweep = load_sweep(path, runs_root=args.runs_root, profile=args.profile)
         rows = sweep_rows(sweep, query_scheduler=not args.no_scheduler)

@@ -5,7 +5,7 @@
     python tools/submit.py jobs/maze_ablations.yaml --dry-run             # write the scripts, print where
     python tools/submit.py jobs/maze_ablations.yaml --run baseline --run no_ema
     python tools/submit.py jobs/maze_ablations.yaml --skip-existing       # only runs that do not exist yet
-    python tools/submit.py jobs/maze_ablations.yaml --resume              # + failed/cancelled ones, from checkpoints
+    python tools/submit.py jobs/maze_ablations.yaml --resume              # + failed/cancelled runs
     python tools/submit.py jobs/maze_ablations.yaml --cancel              # cancel what is queued or running
     python tools/submit.py jobs.txt --profile env/slurm-generic.yaml --gpus 1 --time 24:00:00
 
@@ -32,18 +32,30 @@ from trm.hpc.submit import SubmitError, cancel_sweep, dry_run, submit_sweep  # n
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("spec", help="a sweep spec (jobs/*.yaml) or a jobs.txt")
     p.add_argument("--profile", help="cluster profile (env/*.yaml or 'local'); default: the spec's")
-    p.add_argument("--runs-root", help="where <sweep>/<run> directories go (default: the profile's, else runs/)")
+    p.add_argument(
+        "--runs-root", help="where <sweep>/<run> directories go (default: the profile's, else runs/)"
+    )
     p.add_argument("--run", action="append", default=[], metavar="NAME", help="only this run (repeatable)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--skip-existing", action="store_true", help="leave existing runs alone, submit new ones")
-    mode.add_argument("--resume", action="store_true",
-                      help="also resubmit failed/cancelled runs; they continue from their checkpoints")
+    mode.add_argument(
+        "--skip-existing", action="store_true", help="leave existing runs alone, submit new ones"
+    )
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="also resubmit failed/cancelled runs; they continue from their checkpoints",
+    )
     mode.add_argument("--cancel", action="store_true", help="cancel the sweep's queued and running jobs")
-    mode.add_argument("--dry-run", action="store_true", help="write the job scripts and print where; submit nothing")
+    mode.add_argument(
+        "--dry-run", action="store_true", help="write the job scripts and print where; submit nothing"
+    )
     p.add_argument("--out", help="folder for --dry-run scripts (default: <runs_root>/<sweep>/dry-run)")
     p.add_argument("--no-array", action="store_true", help="one job per run instead of job arrays")
     p.add_argument("--no-data-check", action="store_true", help="do not check that the datasets exist here")
@@ -57,8 +69,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _resources(base: Resources, args: argparse.Namespace) -> Resources:
-    changes = {k: v for k, v in (("gpus_per_node", args.gpus), ("cpus_per_task", args.cpus), ("mem_gb", args.mem_gb),
-                                 ("time", args.time), ("queue", args.queue)) if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("gpus_per_node", args.gpus),
+            ("cpus_per_task", args.cpus),
+            ("mem_gb", args.mem_gb),
+            ("time", args.time),
+            ("queue", args.queue),
+        )
+        if v is not None
+    }
     if "time" in changes:
         parse_time_minutes(changes["time"], "--time")
     return dataclasses.replace(base, **changes)
@@ -68,7 +89,9 @@ def _load(args: argparse.Namespace) -> tuple[Sweep, dict]:
     path = Path(args.spec)
     if path.suffix == ".txt":
         if not args.profile:
-            raise SpecError(f"{path}: a jobs.txt has no profile; pass --profile env/<cluster>.yaml (or local)")
+            raise SpecError(
+                f"{path}: a jobs.txt has no profile; pass --profile env/<cluster>.yaml (or local)"
+            )
         profile = load_profile(args.profile, find_repo_root(path.resolve().parent))
         sweep, lines = jobs_sweep(path, profile, _resources(Resources(), args), args.runs_root)
         return sweep, lines
@@ -91,20 +114,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             out = Path(args.out) if args.out else sweep.dir / "dry-run"
             paths = dry_run(sweep, runs, out, array=not args.no_array)
-            print(f"{len(paths)} {sweep.profile.scheduler} script(s) for {len(runs)} run(s) of {sweep.name} "
-                  f"written to {out}:")
+            print(
+                f"{len(paths)} {sweep.profile.scheduler} script(s) for {len(runs)} run(s) of {sweep.name} "
+                f"written to {out}:"
+            )
             for p in paths:
                 print(f"  {p}")
             return 0
         existing = "resume" if args.resume else "skip" if args.skip_existing else "refuse"
-        result = submit_sweep(sweep, runs, existing=existing, array=not args.no_array,
-                              data_check=not args.no_data_check)
+        result = submit_sweep(
+            sweep, runs, existing=existing, array=not args.no_array, data_check=not args.no_data_check
+        )
         if lines and result.submitted:
-            mark_submitted(Path(args.spec), {lines[name]: f"{sweep.profile.scheduler}:{job}"
-                                             for name, job in result.submitted.items()})
+            mark_submitted(
+                Path(args.spec),
+                {lines[name]: f"{sweep.profile.scheduler}:{job}" for name, job in result.submitted.items()},
+            )
         counts = f"{len(result.submitted)} submitted, {len(result.skipped)} skipped"
         print(f"{sweep.name}: {counts}" + (f", {len(result.failed)} failed" if result.failed else ""))
-        print(f"status: python tools/status.py {args.spec}" + (f" --profile {args.profile}" if args.profile else ""))
+        print(
+            f"status: python tools/status.py {args.spec}"
+            + (f" --profile {args.profile}" if args.profile else "")
+        )
         return 1 if result.failed else 0
     except (SpecError, ProfileError, JobsFileError, SubmitError, RenderError, SchedulerError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -23,8 +23,16 @@ from pathlib import Path
 
 QUEUES = os.environ.get("TRM_LSF_SHIM_QUEUES", "gpuv100 gpua100 hpc").split()
 STATE_DIR = Path(os.environ.get("TRM_LSF_SHIM_DIR", Path(tempfile.gettempdir()) / "trm-lsf-shim"))
-SLURM_TO_LSF = {"PENDING": "PEND", "REQUEUED": "PEND", "REQUEUE_HOLD": "PSUSP", "RUNNING": "RUN",
-                "COMPLETING": "RUN", "SUSPENDED": "SSUSP", "COMPLETED": "DONE", "CONFIGURING": "PEND"}
+SLURM_TO_LSF = {
+    "PENDING": "PEND",
+    "REQUEUED": "PEND",
+    "REQUEUE_HOLD": "PSUSP",
+    "RUNNING": "RUN",
+    "COMPLETING": "RUN",
+    "SUSPENDED": "SSUSP",
+    "COMPLETED": "DONE",
+    "CONFIGURING": "PEND",
+}
 _REF = re.compile(r"^(\d+)(?:\[(\d+)\])?$")
 
 
@@ -41,6 +49,7 @@ def _ref(text: str) -> tuple[str, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------- bsub
+
 
 def bsub(argv: list[str]) -> int:
     if argv or sys.stdin.isatty():
@@ -59,8 +68,25 @@ def bsub(argv: list[str]) -> int:
                     opts[flag] = ""
                     i += 1
                     continue
-                if flag not in ("-J", "-q", "-n", "-R", "-gpu", "-W", "-wa", "-wt", "-Q", "-o", "-e", "-oo", "-eo",
-                                "-P", "-M", "-u", "-cwd"):
+                if flag not in (
+                    "-J",
+                    "-q",
+                    "-n",
+                    "-R",
+                    "-gpu",
+                    "-W",
+                    "-wa",
+                    "-wt",
+                    "-Q",
+                    "-o",
+                    "-e",
+                    "-oo",
+                    "-eo",
+                    "-P",
+                    "-M",
+                    "-u",
+                    "-cwd",
+                ):
                     print(f"{flag}: Illegal option. Job not submitted.", file=sys.stderr)
                     return 255
                 value = words[i + 1]
@@ -80,8 +106,16 @@ def bsub(argv: list[str]) -> int:
     def path(p: str) -> str:
         return p.replace("%J", tag[0]).replace("%I", tag[1])
 
-    sbatch = ["sbatch", "--parsable", f"--job-name={name}", "--ntasks=1", f"--cpus-per-task={opts.get('-n', '1')}",
-              "--open-mode=append", "--requeue", "--mem=500M"]
+    sbatch = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={name}",
+        "--ntasks=1",
+        f"--cpus-per-task={opts.get('-n', '1')}",
+        "--open-mode=append",
+        "--requeue",
+        "--mem=500M",
+    ]
     if array:
         sbatch.append(f"--array={array}")
     if "-W" in opts:
@@ -102,7 +136,7 @@ def bsub(argv: list[str]) -> int:
     wrapper = f"""#!/bin/bash
 export LSB_JOBID=${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}
 export LSB_JOBINDEX=${{SLURM_ARRAY_TASK_ID:-0}}
-export LSB_JOBNAME={shlex.quote(opts.get('-J', name))}
+export LSB_JOBNAME={shlex.quote(opts.get("-J", name))}
 export LSB_QUEUE={shlex.quote(queue)}
 export LSB_DJOB_NUMPROC={nslots}
 export LSB_HOSTS="$(for i in $(seq {nslots}); do printf '%s ' "$(hostname)"; done)"
@@ -131,6 +165,7 @@ exit "$rc"
 
 
 # ---------------------------------------------------------------------------------------------- bjobs
+
 
 def _rows(job_id: str) -> list[tuple[str, str, str, str]]:
     """(jobid, jobindex, stat, exit_code) for a job or all elements of an array."""
@@ -203,7 +238,8 @@ def bjobs(argv: list[str]) -> int:
     return 255 if missing else 0
 
 
-# ---------------------------------------------------------------------------------------------- bkill, brequeue
+# ------------------------------------------------------------------------------------- bkill, brequeue
+
 
 def _slurm_ref(ref: str) -> str:
     base, index = _ref(ref)

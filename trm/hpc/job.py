@@ -43,7 +43,11 @@ class TrainJob:
         return f"TrainJob({str(self.run_dir)!r})"
 
     def argv(self) -> list[str]:
-        return [str(self.run_dir / "config.yaml"), f"run.root={self.run_dir.parent}", f"run.name={self.run_dir.name}"]
+        return [
+            str(self.run_dir / "config.yaml"),
+            f"run.root={self.run_dir.parent}",
+            f"run.name={self.run_dir.name}",
+        ]
 
     def __call__(self) -> int:
         import submitit
@@ -52,16 +56,24 @@ class TrainJob:
         env = submitit.JobEnvironment()
         rank = env.global_rank
         if rank == 0:
-            update_status(self.run_dir, state="running", count="attempts", add_job_id=env.job_id,
-                          host=socket.gethostname(), message="", add_log_path=str(env.paths.stdout))
+            update_status(
+                self.run_dir,
+                state="running",
+                count="attempts",
+                add_job_id=env.job_id,
+                host=socket.gethostname(),
+                message="",
+                add_log_path=str(env.paths.stdout),
+            )
         from trm.train.entry import main
 
         try:
             code = main(self.argv())
         except Exception as e:  # record it for tools/status.py, then let submitit report the traceback
             if rank == 0:
-                update_status(self.run_dir, state="failed", message=f"{type(e).__name__}: {e}"[:500],
-                              exit_code=1)
+                update_status(
+                    self.run_dir, state="failed", message=f"{type(e).__name__}: {e}"[:500], exit_code=1
+                )
             raise
         if code == 0:
             if rank == 0:
@@ -87,8 +99,10 @@ class TrainJob:
         timed_out = _timed_out(elapsed_s, delayed._timeout_min, delay_s)
         countdown = delayed._timeout_countdown - int(timed_out)
         if countdown < 0:
-            message = (f"timed out {delayed._timeout_countdown + 1} times (max_num_timeout of the profile); "
-                       f"not requeued. Resume it with tools/submit.py SPEC --resume")
+            message = (
+                f"timed out {delayed._timeout_countdown + 1} times (max_num_timeout of the profile); "
+                f"not requeued. Resume it with tools/submit.py SPEC --resume"
+            )
             update_status(self.run_dir, state="failed", message=message, count="timeouts")
             raise TrainJobError(message)
         nxt = DelayedSubmission(TrainJob(self.run_dir))
@@ -96,8 +110,12 @@ class TrainJob:
         tmp = paths.submitted_pickle.with_name(paths.submitted_pickle.name + ".tmp")
         nxt.dump(tmp)
         os.replace(tmp, paths.submitted_pickle)
-        update_status(self.run_dir, state="requeued", count="timeouts" if timed_out else "preemptions",
-                      message=f"checkpointed ({'time limit' if timed_out else 'preempted'}), requeued")
+        update_status(
+            self.run_dir,
+            state="requeued",
+            count="timeouts" if timed_out else "preemptions",
+            message=f"checkpointed ({'time limit' if timed_out else 'preempted'}), requeued",
+        )
         env._requeue(countdown)
         sys.exit(EXIT_REQUEUE)
 
@@ -106,5 +124,7 @@ class TrainJob:
         its handlers): requeue the same run; `resume=auto` starts from the newest checkpoint."""
         from submitit.core.utils import DelayedSubmission
 
-        update_status(self.run_dir, state="requeued", count="preemptions", message="signal before training started")
+        update_status(
+            self.run_dir, state="requeued", count="preemptions", message="signal before training started"
+        )
         return DelayedSubmission(TrainJob(self.run_dir))

@@ -73,7 +73,8 @@ def parse_line(text: str, lineno: int, source: str = "jobs.txt") -> JobLine | No
         raise JobsFileError(
             f"{source}:{lineno}: expected a status box and a command, e.g. '[ ] python tools/train.py "
             f"CONFIG.yaml key=value' ('[ ]' pending, '[-]' running, '[x]' done, '[!]' failed, '#' comment); "
-            f"got {stripped[:80]!r}")
+            f"got {stripped[:80]!r}"
+        )
     state, rest = BOXES[m["box"].lower()], m["rest"]
     owner, code = "", None
     if om := _OWNER.search(rest):
@@ -96,7 +97,7 @@ def replace_line(text: str, job: JobLine) -> str:
     """`text` with line `job.lineno` rewritten to `job` (the other lines byte for byte unchanged)."""
     lines = text.splitlines(keepends=True)
     old = lines[job.lineno - 1]
-    newline = old[len(old.rstrip("\r\n")):]
+    newline = old[len(old.rstrip("\r\n")) :]
     lines[job.lineno - 1] = job.format() + (newline or "")
     return "".join(lines)
 
@@ -127,17 +128,23 @@ def train_command(job: JobLine, source: str = "jobs.txt") -> TrainCommand:
             start = i + 2
             break
     if start is None or start >= len(words) or "=" in words[start]:
-        raise JobsFileError(f"{where}: expected a `tools/train.py CONFIG.yaml [key=value ...]` command, got "
-                            f"{job.command!r}")
-    overrides = words[start + 1:]
+        raise JobsFileError(
+            f"{where}: expected a `tools/train.py CONFIG.yaml [key=value ...]` command, got {job.command!r}"
+        )
+    overrides = words[start + 1 :]
     for w in overrides:
         if "=" not in w:
             raise JobsFileError(f"{where}: '{w}' is not a key=value override (in {job.command!r})")
     return TrainCommand(words[start], overrides)
 
 
-def jobs_sweep(path: str | Path, profile: Profile, resources: Resources, runs_root: str | Path | None = None,
-               states: tuple[str, ...] = ("pending",)) -> tuple[Sweep, dict[str, JobLine]]:
+def jobs_sweep(
+    path: str | Path,
+    profile: Profile,
+    resources: Resources,
+    runs_root: str | Path | None = None,
+    states: tuple[str, ...] = ("pending",),
+) -> tuple[Sweep, dict[str, JobLine]]:
     """The lines of a jobs.txt in `states` as a sweep named after the file, and run name -> line.
 
     A line's run name is its `run.name` override, else `<config stem>-<config hash>`.
@@ -165,8 +172,10 @@ def jobs_sweep(path: str | Path, profile: Profile, resources: Resources, runs_ro
             if canon == "run.name":
                 name = value
             elif canon == "run.root":
-                raise SpecError(f"{where}: run.root is set by tools/submit.py (runs go to "
-                                f"{root}/{sweep_name}/); drop it from the line")
+                raise SpecError(
+                    f"{where}: run.root is set by tools/submit.py (runs go to "
+                    f"{root}/{sweep_name}/); drop it from the line"
+                )
             else:
                 overrides[canon] = value
         try:
@@ -175,8 +184,10 @@ def jobs_sweep(path: str | Path, profile: Profile, resources: Resources, runs_ro
             raise SpecError(f"{where}: invalid config: {e}") from None
         name = check_name(name or f"{config_path.stem}-{config_hash(cfg)[:8]}", f"{where}: run name")
         if name in lines:
-            raise SpecError(f"{where}: run name '{name}' is also line {lines[name].lineno}'s; give one of "
-                            f"them a distinct run.name=...")
+            raise SpecError(
+                f"{where}: run name '{name}' is also line {lines[name].lineno}'s; give one of "
+                f"them a distinct run.name=..."
+            )
         run = RunSpec(name, overrides, cfg, {}, {}, root / sweep_name / name, config_path)
         run.config = load_config(config_path, run.train_argv()[1:])
         runs.append(run)
@@ -201,6 +212,7 @@ def rewrite(path: Path, edit: Callable[[str], str]) -> None:
 
 def mark_submitted(path: Path, owners: dict[JobLine, str]) -> None:
     """Mark submitted lines running with their scheduler job as owner, e.g. `[-] ... [slurm:4711]`."""
+
     def edit(text: str) -> str:
         current = {j.lineno: j for j in parse_jobs_text(text, str(path))}
         for job, owner in owners.items():

@@ -109,7 +109,8 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
         if _SECRET_NAME.search(name):
             raise ProfileError(
                 f"{source}: env: '{name}' looks like a credential; secrets never go into job scripts. "
-                f"Log in on the cluster instead (e.g. `wandb login`, which stores the key in ~/.netrc)")
+                f"Log in on the cluster instead (e.g. `wandb login`, which stores the key in ~/.netrc)"
+            )
         if isinstance(value, (dict, list)) or value is None:
             raise ProfileError(f"{source}: env: {name} must be a string or number, got {value!r}")
         pairs.append((name, str(value).lower() if isinstance(value, bool) else str(value)))
@@ -157,8 +158,10 @@ def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:
         path = (repo_root or Path.cwd()) / path
     if not path.is_file():
         shipped = sorted(p.name for p in (repo_root or Path.cwd()).glob("env/*.yaml"))
-        raise ProfileError(f"profile '{ref}' does not exist (looked at {path}). Use 'local' or one of "
-                           f"env/: {', '.join(shipped) or 'none found'}")
+        raise ProfileError(
+            f"profile '{ref}' does not exist (looked at {path}). Use 'local' or one of "
+            f"env/: {', '.join(shipped) or 'none found'}"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -166,4 +169,3 @@ def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:
     if not isinstance(raw, dict):
         raise ProfileError(f"profile {path}: expected a mapping of settings, got {type(raw).__name__}")
     return profile_from_dict(raw, f"profile {path}", path)
-

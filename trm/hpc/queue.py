@@ -95,7 +95,9 @@ class QueueRunner:
             for now in parse_jobs_text(text, str(self.path)):
                 # The file may have been edited meanwhile: find our line by command and owner.
                 if now.state == "running" and now.owner == self.owner and now.command == job.command:
-                    return replace_line(text, with_state(now, state, exit_code=code if state == "failed" else None))
+                    return replace_line(
+                        text, with_state(now, state, exit_code=code if state == "failed" else None)
+                    )
             self.say(f"line {job.lineno} was changed while it ran; its result ({state}) is not recorded")
             return text
 
@@ -107,8 +109,9 @@ class QueueRunner:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
         self.say(f"[{self.owner}] line {job.lineno}: {job.command}")
         start = time.monotonic()
-        self.child = subprocess.Popen(["bash", "-c", job.command], cwd=self.path.parent, env=env,
-                                      preexec_fn=_die_with_parent)
+        self.child = subprocess.Popen(
+            ["bash", "-c", job.command], cwd=self.path.parent, env=env, preexec_fn=_die_with_parent
+        )
         try:
             code = self.child.wait()
         finally:
@@ -118,7 +121,9 @@ class QueueRunner:
 
     def _forward(self, signum: int, frame: object) -> None:  # noqa: ARG002
         if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)  # the trainer checkpoints and exits 75: the line goes back to pending
+            self.child.send_signal(
+                signum
+            )  # the trainer checkpoints and exits 75: the line goes back to pending
         self.stopping = True
 
     def run(self, once: bool = False) -> int:

@@ -17,8 +17,20 @@ from collections.abc import Iterable
 
 from trm.hpc.profile import Profile
 
-ALIVE = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED", "SUSPENDED",
-         "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "CONFIGURING"}
+ALIVE = {
+    "READY",
+    "PENDING",
+    "RUNNING",
+    "UNKNOWN",
+    "REQUEUED",
+    "COMPLETING",
+    "PREEMPTED",
+    "SUSPENDED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "CONFIGURING",
+}
 
 
 class SchedulerError(RuntimeError):
@@ -29,7 +41,9 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
-        raise SchedulerError(f"'{cmd[0]}' not found: is this a login node of the cluster the profile names?") from None
+        raise SchedulerError(
+            f"'{cmd[0]}' not found: is this a login node of the cluster the profile names?"
+        ) from None
 
 
 def _slurm_states(job_ids: list[str]) -> dict[str, str]:

@@ -41,8 +41,18 @@ from trm.config import ALIASES, Config, ConfigError, load_config
 from trm.hpc.profile import Profile, ProfileError, load_profile
 
 DEFAULT_METRIC = "eval/exact_accuracy"
-SPEC_KEYS = ("name", "description", "config", "overrides", "profile", "resources", "baseline", "metric",
-             "runs", "grid")
+SPEC_KEYS = (
+    "name",
+    "description",
+    "config",
+    "overrides",
+    "profile",
+    "resources",
+    "baseline",
+    "metric",
+    "runs",
+    "grid",
+)
 RUN_KEYS = ("name", "overrides", "expected", "expected_delta")
 RESOURCE_KEYS = ("nodes", "gpus_per_node", "cpus_per_task", "mem_gb", "time", "tasks_per_node", "queue")
 # The sweep owns where a run lives; a spec that set these would scatter its runs.
@@ -88,8 +98,12 @@ class RunSpec:
 
     def train_argv(self) -> list[str]:
         """Arguments of `tools/train.py` / `trm.train.entry.main` for this run."""
-        return [str(self.config_path), *(f"{k}={v}" for k, v in self.overrides.items()),
-                f"run.root={self.run_dir.parent}", f"run.name={self.name}"]
+        return [
+            str(self.config_path),
+            *(f"{k}={v}" for k, v in self.overrides.items()),
+            f"run.root={self.run_dir.parent}",
+            f"run.name={self.name}",
+        ]
 
 
 @dataclass
@@ -123,7 +137,7 @@ class Sweep:
 def parse_time_minutes(text: str | int, where: str = "time") -> int:
     """SLURM-style `D-HH:MM:SS` / `HH:MM:SS`, or whole minutes; `HH:MM` is refused as ambiguous."""
     if isinstance(text, bool):
-        raise SpecError(f"{where}: expected a duration like \"24:00:00\" or minutes, got {text!r}")
+        raise SpecError(f'{where}: expected a duration like "24:00:00" or minutes, got {text!r}')
     if isinstance(text, int):
         minutes = text
     else:
@@ -137,11 +151,14 @@ def parse_time_minutes(text: str | int, where: str = "time") -> int:
         elif re.fullmatch(r"\d+", s):
             minutes = int(s)
         elif re.fullmatch(r"\d+:\d+", s):
-            raise SpecError(f"{where}: '{s}' is ambiguous (SLURM reads MM:SS, LSF reads HH:MM); "
-                            f"write HH:MM:SS (e.g. \"{s}:00\") or whole minutes")
+            raise SpecError(
+                f"{where}: '{s}' is ambiguous (SLURM reads MM:SS, LSF reads HH:MM); "
+                f'write HH:MM:SS (e.g. "{s}:00") or whole minutes'
+            )
         else:
-            raise SpecError(f"{where}: expected a duration like \"24:00:00\", \"1-00:00:00\" or minutes, "
-                            f"got {s!r}")
+            raise SpecError(
+                f'{where}: expected a duration like "24:00:00", "1-00:00:00" or minutes, got {s!r}'
+            )
     if minutes < 1:
         raise SpecError(f"{where}: the time limit must be at least one minute, got {text!r}")
     return minutes
@@ -153,8 +170,10 @@ def check_name(name: Any, where: str) -> str:
     if not NAME_RE.match(name):
         bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9._,=+-]", c)})
         what = f"contains {' '.join(repr(c) for c in bad)}" if bad else "is not allowed"
-        raise SpecError(f"{where}: name '{name}' {what}; names become directories, job names and shell "
-                        f"words, so use only {_NAME_CHARS}")
+        raise SpecError(
+            f"{where}: name '{name}' {what}; names become directories, job names and shell "
+            f"words, so use only {_NAME_CHARS}"
+        )
     return name
 
 
@@ -195,14 +214,18 @@ def _override_key(key: Any, where: str) -> str:
         raise SpecError(f"{where}: keys must be strings, got {key!r}")
     canon = canonical_key(key)
     if canon in _RESERVED:
-        raise SpecError(f"{where}: '{key}' is set by the sweep (runs live in <runs_root>/<sweep>/<run>); "
-                        f"rename the run instead")
+        raise SpecError(
+            f"{where}: '{key}' is set by the sweep (runs live in <runs_root>/<sweep>/<run>); "
+            f"rename the run instead"
+        )
     return canon
 
 
 def _overrides(raw: Any, where: str) -> dict[str, str]:
-    return {_override_key(key, where): override_text(value, f"{where}: {key}")
-            for key, value in _mapping(raw, where).items()}
+    return {
+        _override_key(key, where): override_text(value, f"{where}: {key}")
+        for key, value in _mapping(raw, where).items()
+    }
 
 
 def _metrics(raw: Any, where: str) -> dict[str, float]:
@@ -238,13 +261,17 @@ def _resources(raw: Any, where: str, profile: Profile) -> Resources:
         if not isinstance(q, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", q):
             raise SpecError(f"{where}: queue must be a queue/partition name, got {q!r}")
         if profile.queues and q not in profile.queues:
-            raise SpecError(f"{where}: queue '{q}' is not one of the queues of profile {profile.name}: "
-                            f"{', '.join(profile.queues)}")
+            raise SpecError(
+                f"{where}: queue '{q}' is not one of the queues of profile {profile.name}: "
+                f"{', '.join(profile.queues)}"
+            )
         kw["queue"] = q
     res = Resources(**kw)
     if profile.scheduler in ("lsf", "local") and res.nodes != 1:
-        raise SpecError(f"{where}: nodes={res.nodes}, but the {profile.scheduler} backend runs single-node "
-                        f"jobs only (ranks are spread over the GPUs of one host)")
+        raise SpecError(
+            f"{where}: nodes={res.nodes}, but the {profile.scheduler} backend runs single-node "
+            f"jobs only (ranks are spread over the GPUs of one host)"
+        )
     return res
 
 
@@ -269,14 +296,17 @@ def _grid_runs(raw: Any, where: str) -> list[tuple[str, dict[str, str]]]:
     labels = [short if last.count(short) == 1 else k for k, short in zip([k for k, _ in axes], last)]
     runs = []
     for combo in itertools.product(*(vals for _, vals in axes)):
-        parts = [f"{label}={re.sub(r'[^A-Za-z0-9._+-]+', '-', v).strip('-') or 'x'}"
-                 for label, v in zip(labels, combo)]
+        parts = [
+            f"{label}={re.sub(r'[^A-Za-z0-9._+-]+', '-', v).strip('-') or 'x'}"
+            for label, v in zip(labels, combo)
+        ]
         runs.append((",".join(parts), {k: v for (k, _), v in zip(axes, combo)}))
     return runs
 
 
-def load_sweep(path: str | Path, runs_root: str | Path | None = None,
-               profile: str | Path | None = None) -> Sweep:
+def load_sweep(
+    path: str | Path, runs_root: str | Path | None = None, profile: str | Path | None = None
+) -> Sweep:
     """Load and validate a sweep spec.
 
     `runs_root`: where `<sweep>/<run>` directories go; None means the profile's `runs_root`, else
@@ -321,9 +351,15 @@ def load_sweep(path: str | Path, runs_root: str | Path | None = None,
         item = _mapping(item, rwhere)
         _check_keys(item, RUN_KEYS, rwhere)
         rname = check_name(item.get("name"), f"{rwhere}: name")
-        entries.append((rname, rwhere, _overrides(item.get("overrides"), f"{rwhere}: overrides"),
-                        _metrics(item.get("expected"), f"{rwhere}: expected"),
-                        _metrics(item.get("expected_delta"), f"{rwhere}: expected_delta")))
+        entries.append(
+            (
+                rname,
+                rwhere,
+                _overrides(item.get("overrides"), f"{rwhere}: overrides"),
+                _metrics(item.get("expected"), f"{rwhere}: expected"),
+                _metrics(item.get("expected_delta"), f"{rwhere}: expected_delta"),
+            )
+        )
     for gname, gover in _grid_runs(raw.get("grid"), f"{where}: grid"):
         gwhere = f"{where}: grid run '{gname}'"
         entries.append((check_name(gname, gwhere), gwhere, gover, {}, {}))
@@ -333,8 +369,10 @@ def load_sweep(path: str | Path, runs_root: str | Path | None = None,
     seen: dict[str, str] = {}
     for rname, rwhere, *_ in entries:
         if rname in seen:
-            raise SpecError(f"{rwhere}: run name '{rname}' is used twice (also by {seen[rname]}); "
-                            f"run names must be unique within a sweep")
+            raise SpecError(
+                f"{rwhere}: run name '{rname}' is used twice (also by {seen[rname]}); "
+                f"run names must be unique within a sweep"
+            )
         seen[rname] = rwhere
 
     baseline = raw.get("baseline")
@@ -357,5 +395,6 @@ def load_sweep(path: str | Path, runs_root: str | Path | None = None,
             raise SpecError(f"{rwhere} (run '{rname}'): invalid config: {e}") from None
         runs.append(run)
     description = raw.get("description") or ""
-    return Sweep(name, path, runs, baseline, metric, resources, prof, root, config_path, repo_root,
-                 str(description))
+    return Sweep(
+        name, path, runs, baseline, metric, resources, prof, root, config_path, repo_root, str(description)
+    )

@@ -65,8 +65,11 @@ def _metric(summary: dict[str, Any], metric: str) -> float | None:
 
 def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
     statuses = {r.name: read_status(r.run_dir) for r in sweep.runs}
-    live = {name: s["job_ids"][-1] for name, s in statuses.items()
-            if s.get("job_ids") and s.get("state") not in FINISHED}
+    live = {
+        name: s["job_ids"][-1]
+        for name, s in statuses.items()
+        if s.get("job_ids") and s.get("state") not in FINISHED
+    }
     states: dict[str, str] = {}
     scheduler_note = ""
     if query_scheduler and live:
@@ -89,12 +92,22 @@ def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
         elif scheduler_note and run.name in live:
             message = message or scheduler_note
         logs = status.get("log_paths") or []
-        rows.append(RunRow(
-            run=run.name, state=state, step=summary.get("step"), total_steps=summary.get("total_steps"),
-            epoch=summary.get("epoch"), metric=_metric(summary, sweep.metric),
-            preemptions=int(status.get("preemptions", 0)), timeouts=int(status.get("timeouts", 0)),
-            attempts=int(status.get("attempts", 0)), job_ids=list(status.get("job_ids") or []),
-            log=logs[-1] if logs else "", message=message))
+        rows.append(
+            RunRow(
+                run=run.name,
+                state=state,
+                step=summary.get("step"),
+                total_steps=summary.get("total_steps"),
+                epoch=summary.get("epoch"),
+                metric=_metric(summary, sweep.metric),
+                preemptions=int(status.get("preemptions", 0)),
+                timeouts=int(status.get("timeouts", 0)),
+                attempts=int(status.get("attempts", 0)),
+                job_ids=list(status.get("job_ids") or []),
+                log=logs[-1] if logs else "",
+                message=message,
+            )
+        )
     return rows
 
 
@@ -102,9 +115,22 @@ def format_table(rows: list[RunRow], metric: str) -> str:
     header = ["run", "state", "step", "epoch", metric, "jobs", "log"]
     lines = [header]
     for r in rows:
-        step = f"{r.step}/{r.total_steps}" if r.step is not None and r.total_steps else (str(r.step or "") or "-")
-        lines.append([r.run, r.display_state, step, f"{r.epoch:.1f}" if isinstance(r.epoch, (int, float)) else "-",
-                      f"{r.metric:.4f}" if r.metric is not None else "-", ",".join(r.job_ids) or "-", r.log or "-"])
+        step = (
+            f"{r.step}/{r.total_steps}"
+            if r.step is not None and r.total_steps
+            else (str(r.step or "") or "-")
+        )
+        lines.append(
+            [
+                r.run,
+                r.display_state,
+                step,
+                f"{r.epoch:.1f}" if isinstance(r.epoch, (int, float)) else "-",
+                f"{r.metric:.4f}" if r.metric is not None else "-",
+                ",".join(r.job_ids) or "-",
+                r.log or "-",
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     out = ["  ".join(c.ljust(w) for c, w in zip(line[:-1], widths)) + "  " + line[-1] for line in lines]
     for r in rows:

@@ -49,8 +49,10 @@ def logs_dir(sweep: Sweep) -> Path:
 
 
 def _exists(run: RunSpec) -> bool:
-    return any((run.run_dir / name).exists() for name in ("config.yaml", "status.json", "summary.json",
-                                                            "metrics.jsonl", "checkpoints"))
+    return any(
+        (run.run_dir / name).exists()
+        for name in ("config.yaml", "status.json", "summary.json", "metrics.jsonl", "checkpoints")
+    )
 
 
 def _frozen_config_problem(run: RunSpec) -> str | None:
@@ -72,12 +74,15 @@ def plan(sweep: Sweep, runs: list[RunSpec], existing: str) -> tuple[list[RunSpec
     present = [r for r in runs if _exists(r)]
     if present and existing == "refuse":
         names = ", ".join(r.name for r in present[:10]) + (" ..." if len(present) > 10 else "")
-        raise SubmitError(f"sweep {sweep.name}: {len(present)} run(s) already exist under {sweep.dir}: {names}. "
-                          f"Nothing was submitted. Use --skip-existing to submit only the new runs, or --resume to "
-                          f"also resubmit failed/cancelled runs from their checkpoints.")
+        raise SubmitError(
+            f"sweep {sweep.name}: {len(present)} run(s) already exist under {sweep.dir}: {names}. "
+            f"Nothing was submitted. Use --skip-existing to submit only the new runs, or --resume to "
+            f"also resubmit failed/cancelled runs from their checkpoints."
+        )
     statuses = {r.name: read_status(r.run_dir) for r in present}
-    live_ids = [s["job_ids"][-1] for s in statuses.values()
-                if s.get("job_ids") and s.get("state") not in FINISHED]
+    live_ids = [
+        s["job_ids"][-1] for s in statuses.values() if s.get("job_ids") and s.get("state") not in FINISHED
+    ]
     states = job_states(sweep.profile, live_ids) if existing == "resume" and live_ids else {}
     todo, skipped = [], {}
     for run in runs:
@@ -95,8 +100,9 @@ def plan(sweep: Sweep, runs: list[RunSpec], existing: str) -> tuple[list[RunSpec
         elif state not in FINISHED and last and states.get(last, "UNKNOWN") in ALIVE:
             skipped[run.name] = f"{state} as job {last}"
         elif problem := _frozen_config_problem(run):
-            raise SubmitError(f"run {run.name}: {problem}. Nothing was submitted; rename the run or restore "
-                              f"its config.")
+            raise SubmitError(
+                f"run {run.name}: {problem}. Nothing was submitted; rename the run or restore its config."
+            )
         else:
             todo.append(run)
     return todo, skipped
@@ -112,19 +118,24 @@ def check_datasets(sweep: Sweep, runs: list[RunSpec]) -> None:
             if not (path / "train").is_dir() and not (path / "test").is_dir():
                 missing.setdefault(p, []).append(run.name)
     if missing:
-        lines = "; ".join(f"{p} (runs {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})"
-                          for p, names in missing.items())
-        raise SubmitError(f"sweep {sweep.name}: dataset(s) not found: {lines}. Nothing was submitted. Build them "
-                          f"first (python tools/build_data.py ...), or pass --no-data-check if they exist only on "
-                          f"the compute nodes.")
+        lines = "; ".join(
+            f"{p} (runs {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})"
+            for p, names in missing.items()
+        )
+        raise SubmitError(
+            f"sweep {sweep.name}: dataset(s) not found: {lines}. Nothing was submitted. Build them "
+            f"first (python tools/build_data.py ...), or pass --no-data-check if they exist only on "
+            f"the compute nodes."
+        )
 
 
 def _chunks(runs: list[RunSpec], size: int) -> list[list[RunSpec]]:
-    return [runs[i:i + size] for i in range(0, len(runs), size)]
+    return [runs[i : i + size] for i in range(0, len(runs), size)]
 
 
-def dry_run(sweep: Sweep, runs: list[RunSpec], out_dir: Path, array: bool = True,
-            python: str | None = None) -> list[Path]:
+def dry_run(
+    sweep: Sweep, runs: list[RunSpec], out_dir: Path, array: bool = True, python: str | None = None
+) -> list[Path]:
     """Write the scripts `submit_sweep` would submit, one per job (an array chunk or a run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = logs_dir(sweep)
@@ -134,15 +145,34 @@ def dry_run(sweep: Sweep, runs: list[RunSpec], out_dir: Path, array: bool = True
     if array and prof.scheduler != "local" and len(runs) > 1:
         groups = _chunks(runs, prof.array_limit)
         for i, chunk in enumerate(groups):
-            req = ScriptRequest(prof, sweep.resources, sweep.name, folder, command, sweep.repo_root,
-                                array_size=len(chunk), runs=tuple(r.name for r in chunk), sweep=sweep.name)
-            path = out_dir / (f"{sweep.name}.array{i}.{ext}" if len(groups) > 1 else f"{sweep.name}.array.{ext}")
+            req = ScriptRequest(
+                prof,
+                sweep.resources,
+                sweep.name,
+                folder,
+                command,
+                sweep.repo_root,
+                array_size=len(chunk),
+                runs=tuple(r.name for r in chunk),
+                sweep=sweep.name,
+            )
+            path = out_dir / (
+                f"{sweep.name}.array{i}.{ext}" if len(groups) > 1 else f"{sweep.name}.array.{ext}"
+            )
             atomic_write_text(path, render_script(req))
             written.append(path)
     else:
         for run in runs:
-            req = ScriptRequest(prof, sweep.resources, f"{sweep.name}.{run.name}", folder, command,
-                                sweep.repo_root, runs=(run.name,), sweep=sweep.name)
+            req = ScriptRequest(
+                prof,
+                sweep.resources,
+                f"{sweep.name}.{run.name}",
+                folder,
+                command,
+                sweep.repo_root,
+                runs=(run.name,),
+                sweep=sweep.name,
+            )
             path = out_dir / f"{run.name}.{ext}"
             atomic_write_text(path, render_script(req))
             written.append(path)
@@ -157,8 +187,13 @@ def _prepare(run: RunSpec, scheduler: str) -> Callable[[], None]:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     if new_config:
         atomic_write_text(run.run_dir / "config.yaml", to_yaml(run.config))
-    update_status(run.run_dir, state="pending", scheduler=scheduler, message="",
-                  **({} if previous.get("submitted_at") else {"submitted_at": now()}))
+    update_status(
+        run.run_dir,
+        state="pending",
+        scheduler=scheduler,
+        message="",
+        **({} if previous.get("submitted_at") else {"submitted_at": now()}),
+    )
 
     def undo() -> None:
         if previous:
@@ -182,9 +217,15 @@ def _record(run: RunSpec, job) -> None:  # noqa: ANN001 (a submitit Job)
     update_status(run.run_dir, add_job_id=job.job_id, add_log_path=str(job.paths.stdout))
 
 
-def submit_sweep(sweep: Sweep, runs: list[RunSpec] | None = None, existing: str = "refuse", array: bool = True,
-                 data_check: bool = True, python: str | None = None,
-                 say: Callable[[str], None] = print) -> SubmitResult:
+def submit_sweep(
+    sweep: Sweep,
+    runs: list[RunSpec] | None = None,
+    existing: str = "refuse",
+    array: bool = True,
+    data_check: bool = True,
+    python: str | None = None,
+    say: Callable[[str], None] = print,
+) -> SubmitResult:
     from trm.hpc.backends import make_executor
 
     runs = list(sweep.runs if runs is None else runs)
@@ -206,9 +247,11 @@ def submit_sweep(sweep: Sweep, runs: list[RunSpec] | None = None, existing: str 
                 undo[run.name]()
         names = ", ".join(r.name for r in chunk)
         done = ", ".join(f"{k} ({v})" for k, v in result.submitted.items()) or "none"
-        return SubmitError(f"sweep {sweep.name}: the scheduler refused run(s) {names}:\n{error}\n"
-                           f"Already submitted: {done}. Not submitted: "
-                           f"{', '.join(r.name for r in todo if r.name not in result.submitted)}.")
+        return SubmitError(
+            f"sweep {sweep.name}: the scheduler refused run(s) {names}:\n{error}\n"
+            f"Already submitted: {done}. Not submitted: "
+            f"{', '.join(r.name for r in todo if r.name not in result.submitted)}."
+        )
 
     if prof.scheduler == "local":
         return _run_locally(sweep, todo, result, python, say)
@@ -238,14 +281,21 @@ def submit_sweep(sweep: Sweep, runs: list[RunSpec] | None = None, existing: str 
     return result
 
 
-def _run_locally(sweep: Sweep, todo: list[RunSpec], result: SubmitResult, python: str | None,
-                 say: Callable[[str], None]) -> SubmitResult:
+def _run_locally(
+    sweep: Sweep, todo: list[RunSpec], result: SubmitResult, python: str | None, say: Callable[[str], None]
+) -> SubmitResult:
     """No scheduler: one run after the other through submitit's local executor, in the foreground."""
     from trm.hpc.backends import make_executor
 
     for i, run in enumerate(todo, 1):
-        executor = make_executor(sweep.profile, logs_dir(sweep), sweep.resources, sweep.repo_root,
-                                 f"{sweep.name}.{run.name}", python)
+        executor = make_executor(
+            sweep.profile,
+            logs_dir(sweep),
+            sweep.resources,
+            sweep.repo_root,
+            f"{sweep.name}.{run.name}",
+            python,
+        )
         job = executor.submit(TrainJob(run.run_dir))
         _record(run, job)
         result.submitted[run.name] = job.job_id
@@ -267,8 +317,9 @@ def _run_locally(sweep: Sweep, todo: list[RunSpec], result: SubmitResult, python
     return result
 
 
-
-def cancel_sweep(sweep: Sweep, runs: list[RunSpec] | None = None, say: Callable[[str], None] = print) -> list[str]:
+def cancel_sweep(
+    sweep: Sweep, runs: list[RunSpec] | None = None, say: Callable[[str], None] = print
+) -> list[str]:
     """Cancel the queued/running jobs of the runs (one scheduler call) and mark them cancelled."""
     from trm.hpc.scheduler import cancel_jobs
 
@@ -281,8 +332,10 @@ def cancel_sweep(sweep: Sweep, runs: list[RunSpec] | None = None, say: Callable[
         say(f"sweep {sweep.name}: nothing queued or running to cancel")
         return []
     # Marked first: a job stopped by the cancel's SIGTERM checkpoints and must not requeue itself.
-    for name, (run, job) in targets.items():
-        update_status(run.run_dir, state="cancelled", message=f"cancelled (job {job}) by tools/submit.py --cancel")
+    for run, job in targets.values():
+        update_status(
+            run.run_dir, state="cancelled", message=f"cancelled (job {job}) by tools/submit.py --cancel"
+        )
     output = cancel_jobs(sweep.profile, [job for _, job in targets.values()])
     for name, (_, job) in targets.items():
         say(f"cancelled {name} (job {job})")

@@ -32,9 +32,19 @@ from trm.hpc.spec import Resources
 
 # LSF state -> submitit state. PSUSP/USUSP/SSUSP are jobs LSF will resume: alive, not finished.
 LSF_STATES = {
-    "PEND": "PENDING", "WAIT": "PENDING", "PSUSP": "SUSPENDED", "RUN": "RUNNING", "USUSP": "SUSPENDED",
-    "SSUSP": "SUSPENDED", "PROV": "PENDING", "DONE": "COMPLETED", "POST_DONE": "COMPLETED", "EXIT": "FAILED",
-    "POST_ERR": "FAILED", "ZOMBI": "FAILED", "UNKWN": "UNKNOWN",
+    "PEND": "PENDING",
+    "WAIT": "PENDING",
+    "PSUSP": "SUSPENDED",
+    "RUN": "RUNNING",
+    "USUSP": "SUSPENDED",
+    "SSUSP": "SUSPENDED",
+    "PROV": "PENDING",
+    "DONE": "COMPLETED",
+    "POST_DONE": "COMPLETED",
+    "EXIT": "FAILED",
+    "POST_ERR": "FAILED",
+    "ZOMBI": "FAILED",
+    "UNKWN": "UNKNOWN",
 }
 ALIVE = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED", "SUSPENDED"}
 BJOBS_FORMAT = "jobid jobindex stat exit_code delimiter='|'"
@@ -89,8 +99,11 @@ class LsfInfoWatcher(core.InfoWatcher):
                 continue
             job_id, index, stat, exit_code = parts
             key = job_id if index in ("0", "", "-") else f"{job_id}_{index}"
-            info[key] = {"State": LSF_STATES.get(stat, "UNKNOWN"), "LsfState": stat,
-                         "ExitCode": "" if exit_code == "-" else exit_code}
+            info[key] = {
+                "State": LSF_STATES.get(stat, "UNKNOWN"),
+                "LsfState": stat,
+                "ExitCode": "" if exit_code == "-" else exit_code,
+            }
         return info
 
     def get_state(self, job_id: str, mode: str = "standard") -> str:
@@ -105,7 +118,9 @@ class LsfJob(core.Job[core.R]):
     watcher = LsfInfoWatcher(delay_s=60)
 
     def cancel(self, check: bool = True) -> None:
-        (subprocess.check_call if check else subprocess.call)(["bkill", lsf_job_ref(self.job_id)], shell=False)
+        (subprocess.check_call if check else subprocess.call)(
+            ["bkill", lsf_job_ref(self.job_id)], shell=False
+        )
 
     def _interrupt(self, timeout: bool = False) -> None:
         """Send the preemption (TERM then the warning signal) or time-out (warning signal) signals."""
@@ -161,16 +176,32 @@ class LsfExecutor(core.PicklingExecutor):
 
     job_class = LsfJob
 
-    def __init__(self, folder: str | Path, max_num_timeout: int = 3, max_pickle_size_gb: float = 1.0,
-                 python: str | None = None, profile: Profile | None = None, repo_root: str | Path | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        max_num_timeout: int = 3,
+        max_pickle_size_gb: float = 1.0,
+        python: str | None = None,
+        profile: Profile | None = None,
+        repo_root: str | Path | None = None,
+    ):
         super().__init__(folder, max_num_timeout=max_num_timeout, max_pickle_size_gb=max_pickle_size_gb)
         self.profile = profile or DEFAULT_PROFILE
         self.repo_root = Path(repo_root or Path.cwd()).resolve()
         from trm.hpc.render import job_python
 
         self.python = python or job_python(self.profile, self.repo_root)
-        self.parameters = {"job_name": "submitit", "time": 60, "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 1,
-                           "gpus_per_node": 0, "mem_gb": 4.0, "queue": "", "array_parallelism": 0}
+        self.parameters = {
+            "job_name": "submitit",
+            "time": 60,
+            "nodes": 1,
+            "tasks_per_node": 1,
+            "cpus_per_task": 1,
+            "gpus_per_node": 0,
+            "mem_gb": 4.0,
+            "queue": "",
+            "array_parallelism": 0,
+        }
         if self.affinity() < 0:
             raise RuntimeError('Could not find "bsub"; is this an LSF login node?')
 
@@ -180,34 +211,68 @@ class LsfExecutor(core.PicklingExecutor):
 
     @classmethod
     def _equivalence_dict(cls) -> core.EquivalenceDict:
-        return {"name": "job_name", "timeout_min": "time", "mem_gb": "mem_gb", "nodes": "nodes",
-                "cpus_per_task": "cpus_per_task", "gpus_per_node": "gpus_per_node", "tasks_per_node": "tasks_per_node"}
+        return {
+            "name": "job_name",
+            "timeout_min": "time",
+            "mem_gb": "mem_gb",
+            "nodes": "nodes",
+            "cpus_per_task": "cpus_per_task",
+            "gpus_per_node": "gpus_per_node",
+            "tasks_per_node": "tasks_per_node",
+        }
 
     @classmethod
     def _valid_parameters(cls) -> set[str]:
-        return {"job_name", "time", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb", "queue",
-                "array_parallelism", "map_count"}
+        return {
+            "job_name",
+            "time",
+            "nodes",
+            "tasks_per_node",
+            "cpus_per_task",
+            "gpus_per_node",
+            "mem_gb",
+            "queue",
+            "array_parallelism",
+            "map_count",
+        }
 
     def _internal_update_parameters(self, **kwargs: tp.Any) -> None:
         invalid = sorted(set(kwargs) - self._valid_parameters())
         if invalid:
-            raise ValueError(f"Unavailable parameter(s) {invalid} for the LSF executor; valid ones: "
-                             f"{', '.join(sorted(self._valid_parameters()))}")
+            raise ValueError(
+                f"Unavailable parameter(s) {invalid} for the LSF executor; valid ones: "
+                f"{', '.join(sorted(self._valid_parameters()))}"
+            )
         if kwargs.get("nodes", 1) != 1:
-            raise ValueError("the LSF backend runs single-host jobs only (nodes=1); ranks use that host's GPUs")
+            raise ValueError(
+                "the LSF backend runs single-host jobs only (nodes=1); ranks use that host's GPUs"
+            )
         self.parameters.update(kwargs)
         self._render("validation only")  # refuse bad values now, not at submission
 
     def _resources(self) -> Resources:
         p = self.parameters
-        return Resources(nodes=1, gpus_per_node=int(p["gpus_per_node"]), cpus_per_task=int(p["cpus_per_task"]),
-                         mem_gb=float(p["mem_gb"]), time=str(int(p["time"])), tasks_per_node=int(p["tasks_per_node"]),
-                         queue=str(p["queue"] or ""))
+        return Resources(
+            nodes=1,
+            gpus_per_node=int(p["gpus_per_node"]),
+            cpus_per_task=int(p["cpus_per_task"]),
+            mem_gb=float(p["mem_gb"]),
+            time=str(int(p["time"])),
+            tasks_per_node=int(p["tasks_per_node"]),
+            queue=str(p["queue"] or ""),
+        )
 
     def _render(self, command: str) -> str:
-        req = ScriptRequest(self.profile, self._resources(), str(self.parameters["job_name"]), self.folder, command,
-                            self.repo_root, array_size=int(self.parameters.get("map_count") or 0),
-                            array_parallelism=int(self.parameters["array_parallelism"] or 0))
+        req = ScriptRequest(
+            self.profile,
+            self._resources(),
+            str(self.parameters["job_name"]),
+            self.folder,
+            command,
+            self.repo_root,
+            array_size=int(self.parameters.get("map_count") or 0),
+            array_parallelism=int(self.parameters["array_parallelism"] or 0),
+        )
         return render_script(req)
 
     @property
@@ -233,16 +298,19 @@ class LsfExecutor(core.PicklingExecutor):
         with path.open() as script:
             proc = subprocess.run(["bsub"], stdin=script, capture_output=True, text=True)
         if proc.returncode != 0 or not _SUBMITTED.search(proc.stdout):
-            raise utils.FailedJobError(f"bsub refused the job (exit {proc.returncode}): "
-                                       f"{(proc.stderr + proc.stdout).strip()}")
+            raise utils.FailedJobError(
+                f"bsub refused the job (exit {proc.returncode}): {(proc.stderr + proc.stdout).strip()}"
+            )
         job_id = self._get_job_id_from_submission_command(proc.stdout)
-        job: core.Job[tp.Any] = self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
+        job: core.Job[tp.Any] = self.job_class(
+            folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks()))
+        )
         job.paths.move_temporary_file(path, "submission_file", keep_as_symlink=True)
         return job
 
     @staticmethod
     def _get_job_id_from_submission_command(string: bytes | str) -> str:
-        """"Job <123> is submitted to queue <gpuv100>." (bsub may print other lines first)."""
+        """ "Job <123> is submitted to queue <gpuv100>." (bsub may print other lines first)."""
         if isinstance(string, bytes):
             string = string.decode()
         m = _SUBMITTED.search(string)
@@ -250,8 +318,9 @@ class LsfExecutor(core.PicklingExecutor):
             raise utils.FailedSubmissionError(f'Could not make sense of bsub output "{string}"')
         return m[1]
 
-    def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]
-                                      ) -> list[core.Job[tp.Any]]:
+    def _internal_process_submissions(
+        self, delayed_submissions: list[utils.DelayedSubmission]
+    ) -> list[core.Job[tp.Any]]:
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
         # An array: one bsub with -J "name[1-N]%P"; element i (1-based) runs submission i-1.
@@ -269,21 +338,34 @@ class LsfExecutor(core.PicklingExecutor):
             first = self._submit_command(self._submitit_command_str)
         finally:
             self.parameters.pop("map_count")
-        jobs: list[core.Job[tp.Any]] = [LsfJob(folder=self.folder, job_id=f"{first.job_id}_{i + 1}",
-                                                tasks=list(range(self._num_tasks())))
-                                         for i in range(len(delayed_submissions))]
+        jobs: list[core.Job[tp.Any]] = [
+            LsfJob(folder=self.folder, job_id=f"{first.job_id}_{i + 1}", tasks=list(range(self._num_tasks())))
+            for i in range(len(delayed_submissions))
+        ]
         for job, path in zip(jobs, pickles):
             job.paths.move_temporary_file(path, "submitted_pickle")
         return jobs
 
 
-def executor_for(folder: Path, profile: Profile, resources: Resources, repo_root: Path, job_name: str,
-                 python: str | None = None) -> LsfExecutor:
-    ex = LsfExecutor(folder, max_num_timeout=profile.max_num_timeout, python=python, profile=profile,
-                     repo_root=repo_root)
-    ex.update_parameters(job_name=job_name, time=resources.time_min, tasks_per_node=resources.ntasks_per_node,
-                         cpus_per_task=resources.cpus_per_task, gpus_per_node=resources.gpus_per_node,
-                         mem_gb=resources.mem_gb, queue=resources.queue, array_parallelism=profile.array_parallelism)
+def executor_for(
+    folder: Path,
+    profile: Profile,
+    resources: Resources,
+    repo_root: Path,
+    job_name: str,
+    python: str | None = None,
+) -> LsfExecutor:
+    ex = LsfExecutor(
+        folder, max_num_timeout=profile.max_num_timeout, python=python, profile=profile, repo_root=repo_root
+    )
+    ex.update_parameters(
+        job_name=job_name,
+        time=resources.time_min,
+        tasks_per_node=resources.ntasks_per_node,
+        cpus_per_task=resources.cpus_per_task,
+        gpus_per_node=resources.gpus_per_node,
+        mem_gb=resources.mem_gb,
+        queue=resources.queue,
+        array_parallelism=profile.array_parallelism,
+    )
     return ex
-
-

@@ -25,23 +25,34 @@ from trm.hpc.spec import Resources
 
 
 class TrmSlurmExecutor(SlurmExecutor):
-    def __init__(self, folder: str | Path, request: ScriptRequest, max_num_timeout: int = 3,
-                 python: str | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, request: ScriptRequest, max_num_timeout: int = 3, python: str | None = None
+    ) -> None:
         super().__init__(folder, max_num_timeout=max_num_timeout, python=python)
         self.request = request
         res = request.resources
-        self.update_parameters(job_name=request.job_name, time=res.time_min, nodes=res.nodes,
-                               ntasks_per_node=res.ntasks_per_node, array_parallelism=request.profile.array_parallelism)
+        self.update_parameters(
+            job_name=request.job_name,
+            time=res.time_min,
+            nodes=res.nodes,
+            ntasks_per_node=res.ntasks_per_node,
+            array_parallelism=request.profile.array_parallelism,
+        )
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
-        req = dataclasses.replace(self.request, command=command, folder=Path(self.folder),
-                                  job_name=str(self.parameters["job_name"]),
-                                  array_size=int(self.parameters.get("map_count") or 0),
-                                  array_parallelism=int(self.parameters["array_parallelism"]))
+        req = dataclasses.replace(
+            self.request,
+            command=command,
+            folder=Path(self.folder),
+            job_name=str(self.parameters["job_name"]),
+            array_size=int(self.parameters.get("map_count") or 0),
+            array_parallelism=int(self.parameters["array_parallelism"]),
+        )
         return render_script(req)
 
-    def _internal_process_submissions(self, delayed_submissions: list[utils.DelayedSubmission]
-                                      ) -> list[core.Job[tp.Any]]:
+    def _internal_process_submissions(
+        self, delayed_submissions: list[utils.DelayedSubmission]
+    ) -> list[core.Job[tp.Any]]:
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
         # submitit's own array path renders with a plain SlurmExecutor; keep our template instead.
@@ -60,15 +71,23 @@ class TrmSlurmExecutor(SlurmExecutor):
         finally:
             self.parameters.pop("map_count")
         tasks = list(range(first.num_tasks))
-        jobs: list[core.Job[tp.Any]] = [SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=tasks)
-                                         for i in range(len(delayed_submissions))]
+        jobs: list[core.Job[tp.Any]] = [
+            SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=tasks)
+            for i in range(len(delayed_submissions))
+        ]
         for job, path in zip(jobs, pickles):
             job.paths.move_temporary_file(path, "submitted_pickle")
         return jobs
 
 
-def executor_for(folder: Path, profile: Profile, resources: Resources, repo_root: Path, job_name: str,
-                 python: str | None = None) -> TrmSlurmExecutor:
+def executor_for(
+    folder: Path,
+    profile: Profile,
+    resources: Resources,
+    repo_root: Path,
+    job_name: str,
+    python: str | None = None,
+) -> TrmSlurmExecutor:
     from trm.hpc.render import job_python
 
     python = python or job_python(profile, repo_root)
