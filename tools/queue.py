@@ -13,37 +13,25 @@ To send the pending lines to a cluster instead: python tools/submit.py jobs.txt 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from trm.hpc.jobs_file import JobsFileError  # noqa: E402
-from trm.hpc.queue import QueueRunner  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("jobs", help="the jobs file, e.g. jobs.txt")
-    p.add_argument("--gpu", help="CUDA_VISIBLE_DEVICES for the commands of this runner (e.g. 0, or 0,1)")
-    p.add_argument("--once", action="store_true", help="run one pending line, then stop")
-    args = p.parse_args(argv)
-    path = Path(args.jobs)
-    if not path.is_file():
-        print(f"error: jobs file '{path}' does not exist", file=sys.stderr)
-        return 2
-    try:
-        failed = QueueRunner(path, gpu=args.gpu).run(once=args.once)
-    except JobsFileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run from a checkout without installing; replacing (not prepending) drops tools/ from the path.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from trm.hpc.queue import cli
+
+    sys.exit(cli(__doc__))
+else:
+    # Python puts a script's folder first on sys.path, so for any other script in tools/ (train.py,
+    # ...) `import queue` (torch does it) finds this file instead of the standard library's module.
+    # Imported under that name, hand over the real one: `import queue` returns what sys.modules holds.
+    import importlib.util
+    import sysconfig
+
+    _spec = importlib.util.spec_from_file_location(
+        __name__, Path(sysconfig.get_paths()["stdlib"]) / "queue.py"
+    )
+    _real = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+    sys.modules[__name__] = _real
+    _spec.loader.exec_module(_real)  # type: ignore[union-attr]

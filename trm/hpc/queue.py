@@ -13,6 +13,7 @@ killed runner does not leave an orphaned training behind that a reclaim would du
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import signal
@@ -142,3 +143,28 @@ class QueueRunner:
             if once:
                 break
         return failed
+
+
+def cli(doc: str, argv: list[str] | None = None) -> int:
+    """tools/queue.py's command line (kept here: that script must stay importable as `queue`)."""
+    from trm.hpc.jobs_file import JobsFileError
+
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("jobs", help="the jobs file, e.g. jobs.txt")
+    p.add_argument("--gpu", help="CUDA_VISIBLE_DEVICES for the commands of this runner (e.g. 0, or 0,1)")
+    p.add_argument("--once", action="store_true", help="run one pending line, then stop")
+    args = p.parse_args(argv)
+    path = Path(args.jobs)
+    if not path.is_file():
+        print(f"error: jobs file '{path}' does not exist", file=sys.stderr)
+        return 2
+    try:
+        failed = QueueRunner(path, gpu=args.gpu).run(once=args.once)
+    except JobsFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
