@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -17,9 +18,17 @@ from trm.hpc.status import format_table, sweep_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "jobs").glob("*.yaml"))
-sys.path.insert(0, str(REPO / "tools"))
-import status as status_tool  # noqa: E402
-import submit as submit_tool  # noqa: E402
+
+
+def _tool(name: str) -> ModuleType:
+    """tools/<name>.py as a module; tools/ stays off sys.path (its queue.py shadows the stdlib's)."""
+    spec = importlib.util.spec_from_file_location(f"trm_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+status_tool, submit_tool = _tool("status"), _tool("submit")
 
 
 @pytest.fixture(autouse=True)

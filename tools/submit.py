@@ -21,9 +21,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-# Run from a checkout without installing; replacing (not prepending) drops tools/ from the path, whose
-# queue.py would shadow the standard library's queue module.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+if __name__ == "__main__":
+    # Run from a checkout without installing; replacing (not prepending) drops tools/ from the path,
+    # whose queue.py would shadow the standard library's queue module.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from trm.hpc.jobs_file import JobsFileError, jobs_sweep, mark_submitted  # noqa: E402
 from trm.hpc.profile import ProfileError, load_profile  # noqa: E402
