@@ -227,3 +227,76 @@ def test_cancelled_job_is_seen_as_finished(slurm_cluster: LocalSlurm, tmp_path: 
     wait_for("CANCELLED", lambda: job_states(prof, [job.job_id]).get(job.job_id) == "CANCELLED", timeout=60)
     with pytest.raises(submitit.core.utils.UncompletedJobError):
         job.result()
+
+
+def _tool(name: str):  # noqa: ANN202
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"trm_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_jobs_txt_goes_out_and_its_lines_are_marked(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
+) -> None:
+    jobs = tmp_path / "jobs.txt"
+    cmd = (
+        f"python tools/train.py {REPO / 'trm/configs/quickstart.yaml'} data_paths=[{DATA}] train.max_steps=3"
+    )
+    jobs.write_text(f"# two lines\n[ ] {cmd} run.name=one\n[x] {cmd} run.name=old\n[ ] {cmd} run.name=two\n")
+    argv = [
+        str(jobs),
+        "--profile",
+        str(write_profile(tmp_path)),
+        "--runs-root",
+        str(tmp_path / "runs"),
+        "--time",
+        "10",
+        "--cpus",
+        "1",
+        "--mem-gb",
+        "1",
+    ]
+    assert _tool("submit").main(argv) == 0
+    lines = jobs.read_text().splitlines()
+    assert lines[1].startswith("[-] ") and lines[1].endswith("_0]") and "[slurm:" in lines[1]
+    assert lines[2].startswith("[x] ") and lines[3].startswith("[-] ") and "[slurm:" in lines[3]
+    for name in ("one", "two"):
+        assert read_status(tmp_path / "runs" / "jobs" / name)["state"] in ("pending", "running", "done")
+    assert _tool("submit").main(argv) == 0  # nothing pending any more: nothing submitted twice
+    cancel_jobs(
+        load_profile(write_profile(tmp_path), REPO), [line.rsplit(":", 1)[1][:-1] for line in lines[1::2]]
+    )
+
+
+def test_cancel_one_run_then_resume_it(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = write_spec(tmp_path, "[a, b]", steps=100000)
+    base = [str(spec), "--runs-root", str(tmp_path / "runs")]
+    submit, status = _tool("submit"), _tool("status")
+    assert submit.main(base) == 0
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs")
+    a, b = sweep.run("a").run_dir, sweep.run("b").run_dir
+    first = read_status(a)["job_ids"][0]
+    assert submit.main([*base, "--cancel", "--run", "a"]) == 0
+    assert read_status(a)["state"] == "cancelled" and read_status(b)["state"] in ("pending", "running")
+    # cancelled while pending, an array element vanishes from sacct: GONE
+    wait_for(
+        "a cancelled",
+        lambda: job_states(sweep.profile, [first]).get(first) in ("CANCELLED", "GONE"),
+        timeout=60,
+    )
+    capsys.readouterr()
+    assert status.main([*base, "--json"]) == 0
+    rows = {r["run"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["a"]["state"] == "cancelled" and rows["b"]["state"] in ("pending", "running")
+    assert submit.main(base) == 2  # both exist: refused, nothing clobbered
+    assert submit.main([*base, "--resume"]) == 0  # a goes out again, b is left alone
+    assert "skip b: " in capsys.readouterr().out
+    assert len(read_status(a)["job_ids"]) == 2 and read_status(a)["state"] in ("pending", "running")
+    assert len(read_status(b)["job_ids"]) == 1
+    assert submit.main([*base, "--cancel"]) == 0
+    assert {read_status(a)["state"], read_status(b)["state"]} == {"cancelled"}

@@ -47,6 +47,8 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def _slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """sacct for all, squeue for what sacct does not list (a just-submitted job; an array element
+    cancelled while pending, which Slurm 22.05's sacct drops); neither knows it: GONE."""
     from submitit.slurm.slurm import SlurmInfoWatcher
 
     parents = sorted({j.split("_")[0] for j in job_ids})
@@ -54,8 +56,15 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
     if proc.returncode != 0:
         raise SchedulerError(f"sacct failed: {proc.stderr.strip()}")
     info = SlurmInfoWatcher().read_info(proc.stdout)
-    # "CANCELLED by 0" -> CANCELLED
-    return {j: info[j]["State"].split()[0] for j in job_ids if j in info}
+    out = {j: info[j]["State"].split()[0] for j in job_ids if j in info}  # "CANCELLED by 0" -> CANCELLED
+    missing = [j for j in job_ids if j not in out]
+    if missing:
+        queue = _run(
+            ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(sorted({j.split("_")[0] for j in missing}))]
+        )
+        listed = dict(line.split("|", 1) for line in queue.stdout.split() if "|" in line)
+        out.update({j: listed.get(j, "GONE") for j in missing})
+    return out
 
 
 def _lsf_states(job_ids: list[str]) -> dict[str, str]:
