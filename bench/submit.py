@@ -35,11 +35,15 @@ from trm.hpc.submit import submit_sweep  # noqa: E402
 
 def write_spec(root: Path, name: str, num_runs: int) -> Path:
     profile = root / "bench-slurm.yaml"
-    profile.write_text("scheduler: slurm\nqueue: debug\nvenv: ''\narray_limit: 1000\nextra_directives: [--hold]\n")
+    profile.write_text(
+        "scheduler: slurm\nqueue: debug\nvenv: ''\narray_limit: 1000\nextra_directives: [--hold]\n"
+    )
     spec = root / f"{name}.yaml"
     seeds = ", ".join(str(i) for i in range(num_runs))
-    spec.write_text(f"name: {name}\nconfig: {REPO / 'trm/configs/quickstart.yaml'}\nprofile: {profile}\n"
-                    f"resources: {{time: 10, cpus_per_task: 1, mem_gb: 0.1}}\ngrid: {{seed: [{seeds}]}}\n")
+    spec.write_text(
+        f"name: {name}\nconfig: {REPO / 'trm/configs/quickstart.yaml'}\nprofile: {profile}\n"
+        f"resources: {{time: 10, cpus_per_task: 1, mem_gb: 0.1}}\ngrid: {{seed: [{seeds}]}}\n"
+    )
     return spec
 
 
@@ -55,8 +59,11 @@ def timed(label: str, fn, target: float | None = None):  # noqa: ANN001, ANN201
 def main() -> int:
     missing = slurm_installed()
     if missing or os.geteuid() != 0:
-        print(f"bench/submit.py needs the local SLURM packages and root ({missing or 'not root'}); "
-              "run .ci/install-slurm.sh first", file=sys.stderr)
+        print(
+            f"bench/submit.py needs the local SLURM packages and root ({missing or 'not root'}); "
+            "run .ci/install-slurm.sh first",
+            file=sys.stderr,
+        )
         return 2
     root = Path(tempfile.mkdtemp(prefix="trm-bench-submit-"))
     cluster = timed("start a local SLURM cluster (munge, mariadb, slurmdbd, ctld, d)", LocalSlurm.start_new)
@@ -65,26 +72,44 @@ def main() -> int:
     quiet = lambda _: None  # noqa: E731
     try:
         ids: list[str] = []
-        sweep = timed("load + validate a 100-run spec", lambda: load_sweep(write_spec(root, "array100", 100),
-                                                                            runs_root=root / "runs"))
-        result = timed("render + submit 100 runs as one array", lambda: submit_sweep(
-            sweep, data_check=False, say=quiet), target=5)
+        sweep = timed(
+            "load + validate a 100-run spec",
+            lambda: load_sweep(write_spec(root, "array100", 100), runs_root=root / "runs"),
+        )
+        result = timed(
+            "render + submit 100 runs as one array",
+            lambda: submit_sweep(sweep, data_check=False, say=quiet),
+            target=5,
+        )
         ids += result.submitted.values()
         sweep = load_sweep(write_spec(root, "single100", 100), runs_root=root / "runs")
-        result = timed("render + submit 100 runs one job at a time", lambda: submit_sweep(
-            sweep, array=False, data_check=False, say=quiet))
+        result = timed(
+            "render + submit 100 runs one job at a time",
+            lambda: submit_sweep(sweep, array=False, data_check=False, say=quiet),
+        )
         ids += result.submitted.values()
 
-        big = timed("load + validate a 1000-run spec", lambda: load_sweep(write_spec(root, "status1000", 1000),
-                                                                          runs_root=root / "runs"))
-        result = timed("render + submit 1000 runs as one array", lambda: submit_sweep(
-            big, data_check=False, say=quiet))
+        big = timed(
+            "load + validate a 1000-run spec",
+            lambda: load_sweep(write_spec(root, "status1000", 1000), runs_root=root / "runs"),
+        )
+        result = timed(
+            "render + submit 1000 runs as one array", lambda: submit_sweep(big, data_check=False, say=quiet)
+        )
         ids += result.submitted.values()
         for i, run in enumerate(big.runs):  # what a running sweep leaves: progress and a metric
             update_status(run.run_dir, state="running", attempts=1)
-            (run.run_dir / "summary.json").write_text(json.dumps(
-                {"state": "running", "step": i, "total_steps": 1000, "epoch": i / 10,
-                 "final": {"eval/exact_accuracy": i / 1000}}))
+            (run.run_dir / "summary.json").write_text(
+                json.dumps(
+                    {
+                        "state": "running",
+                        "step": i,
+                        "total_steps": 1000,
+                        "epoch": i / 10,
+                        "final": {"eval/exact_accuracy": i / 1000},
+                    }
+                )
+            )
         rows = timed("status refresh over 1000 runs (files + one sacct)", lambda: sweep_rows(big), target=2)
         assert len(rows) == 1000 and rows[-1].metric == 0.999
         timed("status refresh over 1000 runs, files only", lambda: sweep_rows(big, query_scheduler=False))
