@@ -113,3 +113,8 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = 120, every
             return value
         time.sleep(every)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """The trainer has written at least one complete checkpoint (its COMPLETE marker)."""
+    return any((run_dir / "checkpoints").glob("*/COMPLETE"))

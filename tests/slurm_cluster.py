@@ -327,4 +327,18 @@ class LocalSlurm:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        self._kill_leftovers()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _kill_leftovers(self) -> None:
+        """Job processes (slurmstepd, batch scripts, srun, tasks) can outlive slurmd; they all carry
+        this cluster's SLURM_CONF in their environment, which marks them as ours."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), 9)
+            except (OSError, ValueError):
+                continue

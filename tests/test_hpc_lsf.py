@@ -22,7 +22,7 @@ from pathlib import Path
 import hpc_fixtures
 import pytest
 import submitit
-from hpc_fixtures import REPO, wait_for
+from hpc_fixtures import REPO, has_checkpoint, wait_for
 
 from trm.hpc.backends.lsf import LsfExecutor, LsfInfoWatcher, LsfJob, LsfJobEnvironment, lsf_job_ref
 from trm.hpc.profile import load_profile
@@ -242,14 +242,7 @@ def test_warning_signal_checkpoints_requeues_and_resumes(
     sweep = load_sweep(_spec(tmp_path, "[a]", 60, 5, lsf_requeue=requeue), runs_root=tmp_path / "runs")
     job_id = submit_sweep(sweep, say=lambda _: None).submitted["a"]
     run = sweep.run("a")
-    wait_for(
-        "training to start",
-        lambda: (
-            (run.run_dir / "train.log").exists() and "train step" in (run.run_dir / "train.log").read_text()
-        ),
-        timeout=120,
-        every=0.2,
-    )
+    wait_for("a first checkpoint", lambda: has_checkpoint(run.run_dir), timeout=180, every=0.2)
     out = subprocess.run(["bkill", "-s", "USR2", job_id], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"Job <{job_id}> is being signaled"
     wait_for("the requeue", lambda: read_status(run.run_dir).get("preemptions", 0) >= 1, timeout=120)

@@ -13,7 +13,7 @@ from pathlib import Path
 import hpc_fixtures
 import pytest
 import submitit
-from hpc_fixtures import REPO, wait_for
+from hpc_fixtures import REPO, has_checkpoint, wait_for
 from slurm_cluster import LocalSlurm
 
 from trm.hpc.backends import make_executor
@@ -175,11 +175,7 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(
     victim = sweep.run("preempted")
     job_id = result.submitted["preempted"]
 
-    def progressed() -> bool:
-        log = victim.run_dir / "train.log"
-        return log.exists() and "train step" in log.read_text()
-
-    wait_for("the preempted run to train a few steps", progressed, timeout=120, every=0.2)
+    wait_for("a first checkpoint", lambda: has_checkpoint(victim.run_dir), timeout=180, every=0.2)
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what --signal=USR2@N sends
     wait_for("the requeue", lambda: read_status(victim.run_dir).get("preemptions", 0) >= 1, timeout=120)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], capture_output=True)

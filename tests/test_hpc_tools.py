@@ -161,3 +161,18 @@ def test_status_table_reads_run_directories(tmp_path: Path, capsys: pytest.Captu
     assert status_tool.main([str(spec), "--runs-root", str(tmp_path), "--profile", "local", "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [d["run"] for d in lines] == [r.name for r in sweep.runs] and lines[0]["job_ids"] == ["11"]
+
+
+@pytest.mark.parametrize("profile", sorted((REPO / "env").glob("*.yaml")), ids=lambda p: p.stem)
+def test_setup_sh_loads_the_modules_the_jobs_load(profile: Path) -> None:
+    """setup.sh --profile parses `modules:` without Python (none is loaded yet); it must agree with
+    the profile loader, or the venv is built with another Python than the jobs run."""
+    import re
+
+    from trm.hpc.profile import load_profile
+
+    awk = re.search(r"mods=\$\(awk '(.*)' \"\$profile\"\)", (REPO / "setup.sh").read_text())
+    assert awk, "setup.sh no longer parses the profile's modules with awk; update this test"
+    program = awk.group(1).replace("'\\''", "'")
+    out = subprocess.run(["awk", program, str(profile)], capture_output=True, text=True, check=True).stdout
+    assert out.split() == list(load_profile(profile, REPO).modules)
