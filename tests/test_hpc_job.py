@@ -117,7 +117,7 @@ def test_local_executor_preemption_restarts_and_resumes(tmp_path: Path) -> None:
     run = load_sweep(spec, runs_root=tmp_path / "runs").run("a")
     run.run_dir.mkdir(parents=True)
     (run.run_dir / "config.yaml").write_text(to_yaml(run.config))  # what tools/submit.py freezes
-    executor = make_executor(LOCAL, tmp_path / "logs", Resources(time="10"), REPO, "s.a")
+    executor = make_executor(LOCAL, tmp_path / "logs", Resources(cpus_per_task=1, time="10"), REPO, "s.a")
     job = executor.submit(TrainJob(run.run_dir))
     log = run.run_dir / "train.log"
     end = time.monotonic() + 180

@@ -7,6 +7,7 @@ set -eo pipefail
 export PYTHONUNBUFFERED=1
 export SUBMITIT_PREEMPT_SIGNAL=USR2
 export TRM_SIGNAL_DELAY_S=120
+export OMP_NUM_THREADS=8  # one thread per CPU of the task; more oversubscribes the cores
 cd /zhome/ab/s123456/trm-hpc
 
 export SUBMITIT_EXECUTOR=local

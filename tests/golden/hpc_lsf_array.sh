@@ -23,7 +23,7 @@ source /zhome/ab/s123456/trm-hpc/.venv/bin/activate
 export PYTHONUNBUFFERED=1
 export SUBMITIT_PREEMPT_SIGNAL=USR2
 export TRM_SIGNAL_DELAY_S=300
-export OMP_NUM_THREADS=4
+export OMP_NUM_THREADS=8  # one thread per CPU of the task; more oversubscribes the cores
 export TRM_SCRATCH=/work3/s123456/trm-tmp
 mkdir -p "$TRM_SCRATCH"
 export TMPDIR="$TRM_SCRATCH"

@@ -20,7 +20,7 @@ source /zhome/ab/s123456/trm-hpc/.venv/bin/activate
 export PYTHONUNBUFFERED=1
 export SUBMITIT_PREEMPT_SIGNAL=USR2
 export TRM_SIGNAL_DELAY_S=120
-export OMP_NUM_THREADS=4
+export OMP_NUM_THREADS=8  # one thread per CPU of the task; more oversubscribes the cores
 cd /zhome/ab/s123456/trm-hpc
 
 # one task per rank; the warning signal goes to the tasks (no "B:"), where submitit/the trainer catch it

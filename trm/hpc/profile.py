@@ -113,7 +113,8 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
             )
         if isinstance(value, (dict, list)) or value is None:
             raise ProfileError(f"{source}: env: {name} must be a string or number, got {value!r}")
-        pairs.append((name, str(value).lower() if isinstance(value, bool) else str(value)))
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        pairs.append((name, _expand(text, f"{source}: env: {name}")))
     kw["env"] = tuple(pairs)
     for key in ("queue", "venv", "python", "gpu_mode", "account"):
         if key in raw and raw[key] is not None:

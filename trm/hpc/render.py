@@ -135,6 +135,7 @@ def _context(req: ScriptRequest) -> dict[str, object]:
         "modules": prof.modules,
         "venv_activate": str(venv / "bin" / "activate") if venv else "",
         "env": prof.env,
+        "omp_threads": 0 if "OMP_NUM_THREADS" in prof.env_dict else res.cpus_per_task,
         "scratch": prof.scratch,
         "setup": prof.setup,
         "extra_directives": prof.extra_directives,
