@@ -44,10 +44,10 @@ def write_runs(root: Path, num_runs: int, train_lines: int, eval_lines: int) -> 
                               **dict(zip(EVAL_KEYS, (acc, (1 + acc) / 2, 0.9, 3.5, 1 - acc)))})
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
         last = lines[-1]
-        summary = {"run_name": run_dir.name, "state": "done", "step": last["step"], "total_steps": last["step"],
-                   "epoch": last["epoch"], "num_params": 123456, "wall_time_s": last["time_s"],
-                   "gpu_hours": last["time_s"] / 3600, "attempts": 1, "final": {}, "best": {},
-                   "updated_at": "2026-01-01T00:00:00Z"}
+        summary = {"run_name": run_dir.name, "state": "done", "step": last["step"],
+                   "total_steps": last["step"], "epoch": last["epoch"], "num_params": 123456,
+                   "wall_time_s": last["time_s"], "gpu_hours": last["time_s"] / 3600, "attempts": 1,
+                   "final": {}, "best": {}, "updated_at": "2026-01-01T00:00:00Z"}
         (run_dir / "summary.json").write_text(json.dumps(summary))
         status = {"state": "done", "attempts": 1, "preemptions": 0, "timeouts": 0, "job_ids": [str(i)],
                   "scheduler": "local", "log_paths": [], "submitted_at": "2026-01-01T00:00:00Z",

@@ -46,6 +46,8 @@ _PRE_START_STATES = {"pending", "submitted", "queued", NOT_STARTED}
 _YAML_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 # Config keys that never distinguish one run's computation from another's.
 _IGNORED_KEYS = set(RUNTIME_KEYS) | {"run.name", "run.root", "run.project"}
+# Lease of the shared results file's lock; fixed, because every collector of one file must agree on it.
+SHARED_LEASE_S = 30.0
 _METRIC_ORDER = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")
 
 
@@ -726,7 +728,7 @@ def table_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
         best, best_step = r.best.get(m, (None, None))
         cells = [r.name + (" (baseline)" if r.name == result.baseline else ""), r.overrides,
                  _fmt_count(r.num_params), _fmt_count(r.depth), r.state, _fmt_count(r.attempts),
-                 _fmt_count(r.step), "" if r.epoch is None else f"{r.epoch:.0f}",
+                 "" if r.step is None else str(r.step), "" if r.epoch is None else f"{r.epoch:.0f}",
                  "" if r.wall_time_s is None else f"{r.wall_time_s / 3600:.1f}",
                  "" if r.gpu_hours is None else f"{r.gpu_hours:.1f}",
                  _fmt_metric(m, r.final.get(m)), _fmt_metric(m, best),
@@ -774,19 +776,21 @@ def format_markdown(result: SweepResult) -> str:
 
 
 def append_shared(path: Path, results: list[SweepResult], timeout_s: float = 60.0,
-                  stale_after_s: float = 300.0) -> tuple[int, int]:
+                  lease_s: float = SHARED_LEASE_S) -> tuple[int, int]:
     """Merge these rows into a results file several sweeps or users share; returns (added, replaced).
 
-    The read-modify-write runs under a `filelock.SoftFileLock` (a marker file created with O_EXCL):
-    unlike flock it excludes across nodes on NFS mounts without lockd. A marker older than
-    `stale_after_s` (a collector killed while holding it) is broken; the critical section takes well
-    under a second. A run already in the file (same run_dir) has its row replaced, not duplicated.
+    The read-modify-write holds a `filelock.SoftFileLease` on `<file>.lock`: a marker file created
+    with O_EXCL, which excludes across nodes even on NFS mounts without lockd (where flock silently
+    becomes node-local). Its holder refreshes it, so only a marker left by a killed collector expires:
+    at once when that process is gone from this host, after `lease_s` without a refresh otherwise.
+    Every collector of one file must use the same `lease_s`. A run already in the file (same run_dir)
+    has its row replaced, not duplicated; new metric columns are added for every row.
     """
-    from filelock import SoftFileLock, Timeout
+    from filelock import SoftFileLease, Timeout
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = SoftFileLock(f"{path}.lock", timeout=timeout_s, lifetime=stale_after_s)
+    lock = SoftFileLease(f"{path}.lock", lease_duration=lease_s, timeout=timeout_s)
     new_header: list[str] = []
     new_rows: list[dict[str, Any]] = []
     for result in results:
@@ -808,9 +812,9 @@ def append_shared(path: Path, results: list[SweepResult], timeout_s: float = 60.
                     added += 1
             atomic_write(path, csv_text(header, rows))
     except Timeout:
-        raise CollectError(f"{path}: could not take the lock {path}.lock within {timeout_s:.0f} s; another "
-                           f"collector holds it (a lock older than {stale_after_s:.0f} s is broken "
-                           f"automatically)") from None
+        raise CollectError(f"{path}: could not take the lock {path}.lock within {timeout_s:g} s: another "
+                           f"collector holds it (a lock its holder stopped refreshing expires after "
+                           f"{lease_s:g} s); try again, or raise --lock-timeout") from None
     return added, replaced
 
 
