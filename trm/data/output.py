@@ -1,0 +1,148 @@
+"""Where builders write: a staged folder swapped in only when complete, and a guard against silent overwrites.
+
+Every built folder holds `build_info.json` (builder name and arguments). Building again with the same
+builder and arguments is a no-op; a folder holding anything else is replaced only with `--force`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from trm.data.format import Metadata, atomic_write_text, validate_dataset, write_identifiers, write_split
+
+BUILD_INFO = "build_info.json"
+BUILD_INFO_VERSION = 1
+
+T = TypeVar("T")
+
+
+class BuildError(ValueError):
+    """Bad builder input or output folder; the message names the file/row/task and what was expected."""
+
+
+def progress(desc: str, iterable: Iterable[T] | None = None, total: int | None = None) -> tqdm:
+    """A tqdm bar on stderr (hidden when stderr is not a terminal, so logs stay clean)."""
+    return tqdm(iterable, desc=desc, total=total, disable=None, leave=False, dynamic_ncols=True)
+
+
+def build_info(builder: str, args: dict[str, Any]) -> dict[str, Any]:
+    return {"builder": builder, "args": {k: args[k] for k in sorted(args)}, "version": BUILD_INFO_VERSION}
+
+
+def existing_build(out: Path, info: dict[str, Any], force: bool) -> bool:
+    """True when `out` already holds exactly this build; raises BuildError when it holds something else.
+
+    With force=True a different (or foreign) folder is allowed and will be replaced.
+    """
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise BuildError(f"output '{out}' exists and is not a folder; choose another --out or remove it")
+    if not any(out.iterdir()):
+        return False
+    info_path = out / BUILD_INFO
+    old: dict[str, Any] | None = None
+    if info_path.is_file():
+        try:
+            old = json.loads(info_path.read_text())
+        except json.JSONDecodeError:
+            old = None
+    if old == info and not validate_dataset(out):
+        return not force
+    if force:
+        return False
+    if old is None:
+        what = "files that this tool did not build (no readable build_info.json)"
+    elif old == info:
+        what = "this build, but it fails validation: " + "; ".join(validate_dataset(out))
+    else:
+        what = (f"a different dataset (builder '{old.get('builder')}', arguments {old.get('args')}; "
+                f"this call asks for builder '{info['builder']}', arguments {info['args']})")
+    raise BuildError(f"output folder '{out}' already holds {what}. Nothing was changed. Pass --force to "
+                     f"replace it, or choose another --out.")
+
+
+@dataclass
+class SplitData:
+    """One split ready to write; arrays follow trm.data.format."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    puzzle_identifiers: np.ndarray
+    puzzle_indices: np.ndarray
+    group_indices: np.ndarray
+
+    @classmethod
+    def one_example_per_puzzle(cls, inputs: np.ndarray, labels: np.ndarray, puzzles_per_group: int,
+                               identifiers: np.ndarray | None = None) -> SplitData:
+        """Rows grouped consecutively, `puzzles_per_group` puzzles per group, one example per puzzle."""
+        num = inputs.shape[0]
+        if num % puzzles_per_group:
+            raise ValueError(f"{num} rows do not split into groups of {puzzles_per_group}")
+        ids = np.zeros(num, np.int32) if identifiers is None else np.asarray(identifiers, np.int32)
+        return cls(inputs, labels, ids, np.arange(num + 1, dtype=np.int32),
+                   np.arange(0, num + 1, puzzles_per_group, dtype=np.int32))
+
+    def metadata(self, **kw: Any) -> Metadata:
+        num_puzzles = len(self.puzzle_identifiers)
+        return Metadata(total_groups=len(self.group_indices) - 1, total_puzzles=num_puzzles,
+                        mean_puzzle_examples=float(self.inputs.shape[0] / max(num_puzzles, 1)), **kw)
+
+
+def write_dataset(out: Path, info: dict[str, Any], splits: dict[str, SplitData], meta: dict[str, Any],
+                  identifiers: list[str], extra_files: dict[str, str] | None = None) -> None:
+    """Write all splits into a staging folder beside `out`, validate, then swap it in.
+
+    A reader never sees a half-written dataset; an old folder (allowed by --force) is removed only after the
+    new one is complete.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.building-{os.getpid()}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir()
+    try:
+        for name, split in splits.items():
+            write_split(stage, name, split.metadata(**meta), split.inputs, split.labels,
+                        split.puzzle_identifiers, split.puzzle_indices, split.group_indices)
+        write_identifiers(stage, identifiers)
+        for fname, text in (extra_files or {}).items():
+            atomic_write_text(stage / fname, text)
+        problems = validate_dataset(stage)
+        if problems:
+            raise BuildError("the built dataset failed validation (a bug in the builder):\n  "
+                             + "\n  ".join(problems))
+        atomic_write_text(stage / BUILD_INFO, json.dumps(info, indent=2))
+        _share_like_umask(stage)
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            os.replace(out, old)
+        os.replace(stage, out)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _share_like_umask(root: Path) -> None:
+    """Temp-file writes create 0600 files; datasets are shared between jobs and users, so honour the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in root.rglob("*"):
+        if p.is_file():
+            p.chmod(0o666 & ~umask)
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
