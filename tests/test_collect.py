@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,14 @@ def test_lines_that_are_not_json_are_reported_by_number(tmp_path: Path) -> None:
     assert row.final[ACC] == 0.9 and len(row.curves[ACC]) == 2
     assert row.problems == ["metrics.jsonl: 4 line(s) are not a JSON object with 'event' and an integer "
                             "'step' (line 3, 4, 5, 8); skipped"]
+
+
+def test_null_eval_value_is_nan_and_never_best(tmp_path: Path) -> None:
+    # The trainer writes NaN and inf as null: a diverged run is a result, not a damaged file.
+    write_run(tmp_path / "s", "r", lines=[eval_line(100, 0.5), eval_line(200, 0.6, **{"eval/lm_loss": None})])
+    row = collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0]
+    assert math.isnan(row.final["eval/lm_loss"]) and row.best["eval/lm_loss"] == (0.5, 100)
+    assert row.problems == []
 
 
 def test_non_numeric_eval_value_is_skipped(tmp_path: Path) -> None:

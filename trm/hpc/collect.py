@@ -254,7 +254,9 @@ def _read_metrics(path: Path, files: RunFiles) -> None:
     files.last_train = last_train
     for obj in files.evals:
         for key, value in list(obj.items()):
-            if key.startswith("eval/") and not _is_number(value):
+            if value is None and key.startswith("eval/"):
+                obj[key] = math.nan  # the trainer writes NaN and inf as null (a diverged run, not a defect)
+            elif key.startswith("eval/") and not _is_number(value):
                 files.problems.append(f"metrics.jsonl: eval at step {obj['step']}: {key} = {value!r} "
                                       f"is not a number; skipped")
                 del obj[key]
@@ -627,9 +629,10 @@ def columns(result: SweepResult) -> list[str]:
     cols = list(FIXED_COLUMNS)
     has_expected = {k for r in result.rows for k in r.expected}
     has_expected_delta = {k for r in result.rows for k in r.expected_delta}
+    has_best = {k for r in result.rows for k in r.best}
     for metric in result.metrics:
         cols.append(f"{metric}:final")
-        if higher_is_better(metric) is not None:
+        if higher_is_better(metric) is not None or metric in has_best:
             cols += [f"{metric}:best", f"{metric}:best_step"]
         if result.baseline is not None:
             cols.append(f"{metric}:delta")
