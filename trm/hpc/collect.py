@@ -321,7 +321,7 @@ def sweep_from_folder(folder: Path, baseline: str | None = None, metric: str | N
     return sweep
 
 
-def sweep_from_spec(path: Path, runs_root: Path | str = "runs", baseline: str | None = None,
+def sweep_from_spec(path: Path, runs_root: Path | str | None = None, baseline: str | None = None,
                     metric: str | None = None) -> SweepEntry:
     """A sweep spec (`jobs/<sweep>.yaml`): its runs in spec order, their run dirs, baseline, expectations."""
     from trm.hpc.spec import load_sweep  # the spec layer imports more than a folder collection needs
@@ -354,7 +354,7 @@ def _set_baseline(sweep: SweepEntry, baseline: str | None) -> None:
     sweep.runs.sort(key=lambda r: r.name != baseline)  # stable: the baseline first, the rest as they were
 
 
-def resolve_input(path: Path | str, runs_root: Path | str = "runs", baseline: str | None = None,
+def resolve_input(path: Path | str, runs_root: Path | str | None = None, baseline: str | None = None,
                   metric: str | None = None) -> SweepEntry:
     path = Path(path)
     if path.suffix in (".yaml", ".yml"):
@@ -604,7 +604,7 @@ def collect_sweep(sweep: SweepEntry) -> SweepResult:
     return result
 
 
-def collect(inputs: Iterable[Path | str], runs_root: Path | str = "runs", baseline: str | None = None,
+def collect(inputs: Iterable[Path | str], runs_root: Path | str | None = None, baseline: str | None = None,
             metric: str | None = None) -> list[SweepResult]:
     sweeps = [resolve_input(p, runs_root, baseline, metric) for p in inputs]
     seen: dict[str, Path] = {}
@@ -888,7 +888,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Collect sweeps into results/<sweep>.csv, a printed table, Markdown and PNG plots.")
     p.add_argument("inputs", nargs="+", metavar="SWEEP",
                    help="a sweep spec (jobs/X.yaml) or a folder of run directories (runs/X/); several ok")
-    p.add_argument("--runs-root", default="runs", help="where a spec's run directories live (default: runs)")
+    p.add_argument("--runs-root", help="where a spec's run directories live (default: its profile's "
+                                       "runs_root, else runs)")
     p.add_argument("--baseline", help="the run deltas are measured against (default: the spec's baseline)")
     p.add_argument("--metric", help=f"the metric of the table and plots (default: the spec's, else "
                                     f"{DEFAULT_METRIC})")
