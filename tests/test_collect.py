@@ -323,6 +323,12 @@ def test_one_run_directory_is_a_sweep_of_one(tmp_path: Path) -> None:
     assert result.name == "quickstart" and [r.name for r in result.rows] == ["quickstart"]
 
 
+def test_missing_config_yaml(tmp_path: Path) -> None:
+    (write_run(tmp_path / "s", "r") / "config.yaml").unlink()
+    row = collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0]
+    assert (row.depth, row.final[ACC], row.problems) == (None, 0.8, ["no config.yaml: depth and overrides unknown"])
+
+
 def test_damaged_config_yaml(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "s", "r")
     (run_dir / "config.yaml").write_text("arch: [unclosed\n")

@@ -455,6 +455,9 @@ def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult,
     summary, status = files.summary, files.status
     config = files.config if files.config is not None else entry.config
     row.depth = _depth(config, row.problems)
+    if config is None and (summary or files.evals or files.last_train) and \
+            not (row.run_dir / "config.yaml").exists():
+        row.problems.append("no config.yaml: depth and overrides unknown")
 
     status_state = _typed(status, "state", str, "status.json", row.problems)
     summary_state = _typed(summary, "state", str, "summary.json", row.problems)
