@@ -26,7 +26,7 @@ from trm.hpc.collect import (
     sync_wandb,
     write_csv,
 )
-from trm.hpc.plots import plot_sweep
+from trm.hpc.collect.plots import plot_sweep
 
 
 def ablation(root: Path) -> SweepEntry:

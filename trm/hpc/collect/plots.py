@@ -1,7 +1,7 @@
 """PNG plots of a collected sweep: its metric against step for every run, and the final metric as bars.
 
     from trm.hpc.collect import collect
-    from trm.hpc.plots import plot_sweep
+    from trm.hpc.collect.plots import plot_sweep
     for result in collect(["runs/maze_ablations"], baseline="baseline"):
         plot_sweep(result, Path("results"))   # results/<sweep>_curves.png, results/<sweep>_final.png
 
@@ -20,7 +20,8 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trm.hpc.collect import RunResult, SweepResult, atomic_write, higher_is_better
+from trm.hpc.collect.output import atomic_write
+from trm.hpc.collect.rows import RunResult, SweepResult, higher_is_better
 
 log = logging.getLogger(__name__)
 
