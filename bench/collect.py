@@ -66,17 +66,19 @@ def main() -> None:
         root = Path(tmp) / "bench_sweep"
         root.mkdir()
         write_runs(root, args.runs, args.train_lines, args.eval_lines)
-        times = []
+        times, cpu_times = [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             result = collect_sweep(sweep_from_folder(root, baseline="run-00000"))
             write_csv(result, Path(tmp) / "bench_sweep.csv")
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
         assert len(result.rows) == args.runs and not any(r.problems for r in result.rows)
     median = statistics.median(times)
+    # CPU time too: on a shared machine the wall time also counts other processes' turns.
     print(f"collect {args.runs} run dirs ({args.train_lines} train + {args.eval_lines} eval lines each) "
-          f"into a CSV: median {median:.2f} s over {args.repeats} (min {min(times):.2f} s); "
-          f"target < 2 s: {'ok' if median < 2 else 'MISSED'}")
+          f"into a CSV: median {median:.2f} s wall, {statistics.median(cpu_times):.2f} s CPU over "
+          f"{args.repeats} (min {min(times):.2f} s wall); target < 2 s: {'ok' if median < 2 else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -55,16 +55,20 @@ def test_collector_processes_of_different_sweeps_share_one_file(tmp_path: Path) 
     for sweep in ("a", "b", "c"):
         for run in ("r1", "r2"):
             write_run(tmp_path / "runs" / sweep, run)
+    (tmp_path / "runs" / "c" / "r2" / "summary.json").write_text('{"state": ')  # torn
     shared = tmp_path / "all.csv"
     tool = str(REPO / "tools" / "collect.py")
     procs = [subprocess.Popen([sys.executable, tool, str(tmp_path / "runs" / sweep), "--out",
                                str(tmp_path / "results"), "--append", str(shared), "--no-plots", "--quiet"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for sweep in ("a", "b", "c")]
+    errors = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "2 rows added, 0 rows of the same runs replaced" in out
+        errors.append(err)
+    assert errors[:2] == ["", ""] and errors[2].startswith("WARNING: c/r2: summary.json is not valid JSON")
     assert sorted((r["sweep"], r["name"]) for r in read_rows(shared)) == [
         (s, r) for s in ("a", "b", "c") for r in ("r1", "r2")]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["a.csv", "b.csv", "c.csv"]

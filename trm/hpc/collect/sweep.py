@@ -60,9 +60,12 @@ def sweep_from_folder(folder: Path, baseline: str | None = None, metric: str | N
 def sweep_from_spec(path: Path, runs_root: Path | str | None = None, baseline: str | None = None,
                     metric: str | None = None) -> SweepEntry:
     """A sweep spec (`jobs/<sweep>.yaml`): its runs in spec order, their run dirs, baseline, expectations."""
-    from trm.hpc.spec import load_sweep  # the spec layer imports more than a folder collection needs
+    from trm.hpc.spec import SpecError, load_sweep  # imports more than a folder collection needs
 
-    spec = load_sweep(path, runs_root=runs_root)
+    try:
+        spec = load_sweep(path, runs_root=runs_root)
+    except SpecError as e:
+        raise CollectError(str(e)) from None
     runs = [RunEntry(name=r.name, run_dir=Path(r.run_dir), config=config_as_text(r.config),
                      expected=dict(r.expected), expected_delta=dict(r.expected_delta)) for r in spec.runs]
     sweep = SweepEntry(name=spec.name, source=Path(path), runs=runs, baseline=spec.baseline,
