@@ -78,10 +78,10 @@ def test_printed_and_markdown_tables(tmp_path: Path) -> None:
     lines = format_table(result).splitlines()
     assert lines[0] == f"abl  ({tmp_path / 'jobs' / 'abl.yaml'}; metric {ACC}; baseline baseline)"
     assert lines[1].split() == ["name", "overrides", "params", "depth", "state", "att", "step", "epoch",
-                                "wall", "h", "GPU-h", f"{ACC}", "final", "best", "@step", "Δ", "expected",
+                                "wall", "GPU-h", f"{ACC}", "final", "best", "@step", "Δ", "expected",
                                 "exp", "Δ", "problems"]
     no_ema = next(line for line in lines if line.startswith("no_ema"))
-    assert no_ema.split() == ["no_ema", "train.ema=false", "12.35k", "16", "done", "1", "300", "30", "0.0",
+    assert no_ema.split() == ["no_ema", "train.ema=false", "12.35k", "16", "done", "1", "300", "30.0", "2.5m",
                               "0.2", "77.5%", "77.5%", "300", "-7.5", "-7.5"]
     broken = next(line for line in lines if line.startswith("broken"))
     assert broken.endswith("...") and len(broken.split("  ")[-1].strip()) == 60

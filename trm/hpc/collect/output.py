@@ -112,10 +112,24 @@ def _fmt_count(value: int | None) -> str:
     return str(value)
 
 
+def _fmt_epoch(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return f"{epoch:.1f}" if epoch < 100 else f"{epoch:.0f}"
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.1f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
 def table_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
     """The paper-style table of a sweep: its metric's final, best, delta and expectations per run."""
     m = result.metric
-    header = ["name", "overrides", "params", "depth", "state", "att", "step", "epoch", "wall h", "GPU-h",
+    header = ["name", "overrides", "params", "depth", "state", "att", "step", "epoch", "wall", "GPU-h",
               f"{m} final", "best", "@step"]
     if result.baseline is not None:
         header.append("Δ")
@@ -127,8 +141,7 @@ def table_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
         best, best_step = r.best.get(m, (None, None))
         cells = [r.name + (" (baseline)" if r.name == result.baseline else ""), r.overrides,
                  _fmt_count(r.num_params), _fmt_count(r.depth), r.state, _fmt_count(r.attempts),
-                 "" if r.step is None else str(r.step), "" if r.epoch is None else f"{r.epoch:.0f}",
-                 "" if r.wall_time_s is None else f"{r.wall_time_s / 3600:.1f}",
+                 "" if r.step is None else str(r.step), _fmt_epoch(r.epoch), _fmt_duration(r.wall_time_s),
                  "" if r.gpu_hours is None else f"{r.gpu_hours:.1f}",
                  _fmt_metric(m, r.final.get(m)), _fmt_metric(m, best),
                  "" if best_step is None else str(best_step)]
