@@ -306,6 +306,9 @@ def test_inputs_that_are_not_sweeps(tmp_path: Path) -> None:
     (tmp_path / "empty" / "notes").mkdir()
     with pytest.raises(CollectError, match="no run directories in it"):
         collect([tmp_path / "empty"])
+    write_run(tmp_path / "runs" / "sweep_a", "r")
+    with pytest.raises(CollectError, match=r"it holds sweep folders \(sweep_a\): name those instead"):
+        collect([tmp_path / "runs"])
     with pytest.raises(CollectError, match="does not exist"):
         collect([tmp_path / "nothing"])
     with pytest.raises(CollectError, match="sweep spec .* does not exist"):

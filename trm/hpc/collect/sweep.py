@@ -49,8 +49,11 @@ def sweep_from_folder(folder: Path, baseline: str | None = None, metric: str | N
     else:
         run_dirs = sorted(p for p in folder.iterdir() if looks_like_run_dir(p))
     if not run_dirs:
+        sweeps = sorted(p.name for p in folder.iterdir()
+                        if p.is_dir() and any(map(looks_like_run_dir, p.iterdir())))
+        hint = f"; it holds sweep folders ({', '.join(sweeps)}): name those instead" if sweeps else ""
         raise CollectError(f"{folder}: no run directories in it (a run directory holds at least one of "
-                           f"{', '.join(RUN_FILES)})")
+                           f"{', '.join(RUN_FILES)}){hint}")
     runs = [RunEntry(name=p.name, run_dir=p) for p in run_dirs]
     sweep = SweepEntry(name=folder.resolve().name, source=folder, runs=runs, metric=metric or DEFAULT_METRIC)
     _set_baseline(sweep, baseline)
