@@ -104,14 +104,21 @@ def _depth(config: dict[str, Any] | None, problems: list[str]) -> int | None:
 
 
 def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult, dict[str, Any] | None]:
-    row = RunResult(sweep=sweep, name=entry.name, run_dir=entry.run_dir, problems=list(files.problems))
-    summary, status = files.summary, files.status
+    row = RunResult(sweep=sweep, name=entry.name, run_dir=entry.run_dir, problems=list(files.problems),
+                    expected=dict(entry.expected), expected_delta=dict(entry.expected_delta))
     config = files.config if files.config is not None else entry.config
     row.depth = _depth(config, row.problems)
-    if config is None and (summary or files.evals or files.last_train) and \
+    if config is None and (files.summary or files.evals or files.last_train) and \
             not (row.run_dir / "config.yaml").exists():
         row.problems.append("no config.yaml: depth and overrides unknown")
+    _set_state(row, files)
+    _set_progress(row, files)
+    _set_eval_metrics(row, files)
+    return row, config
 
+
+def _set_state(row: RunResult, files: RunFiles) -> None:
+    summary, status = files.summary, files.status
     status_state = _typed(status, "state", str, "status.json", row.problems)
     summary_state = _typed(summary, "state", str, "summary.json", row.problems)
     if not files.exists:
@@ -123,21 +130,23 @@ def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult,
         row.problems.append("no summary.json yet (the trainer writes it at its first log interval)")
     if files.torn_tail and row.state != "running":
         row.problems.append("metrics.jsonl: the last line is incomplete (a torn write) and was skipped")
-    if summary and isinstance(summary.get("run_name"), str) and summary["run_name"] not in (entry.name, ""):
-        row.problems.append(f"summary.json names run '{summary['run_name']}', but the run is '{entry.name}'")
-
+    if summary and isinstance(summary.get("run_name"), str) and summary["run_name"] not in (row.name, ""):
+        row.problems.append(f"summary.json names run '{summary['run_name']}', but the run is '{row.name}'")
     row.attempts = _typed(status, "attempts", int, "status.json", row.problems)
     if row.attempts is None:
         row.attempts = _typed(summary, "attempts", int, "summary.json", row.problems)
+    row.updated_at = _typed(status, "updated_at", str, "status.json", row.problems) or \
+        _typed(summary, "updated_at", str, "summary.json", row.problems)
+
+
+def _set_progress(row: RunResult, files: RunFiles) -> None:
+    summary = files.summary
     row.num_params = _typed(summary, "num_params", int, "summary.json", row.problems)
     row.step = _typed(summary, "step", int, "summary.json", row.problems)
     row.total_steps = _typed(summary, "total_steps", int, "summary.json", row.problems)
     row.epoch = _typed(summary, "epoch", float, "summary.json", row.problems)
     row.wall_time_s = _typed(summary, "wall_time_s", float, "summary.json", row.problems)
     row.gpu_hours = _typed(summary, "gpu_hours", float, "summary.json", row.problems)
-    row.updated_at = _typed(status, "updated_at", str, "status.json", row.problems) or \
-        _typed(summary, "updated_at", str, "summary.json", row.problems)
-
     # metrics.jsonl may be ahead of summary.json (or alone, when summary.json is torn): take the newest.
     newest = max(files.evals + ([files.last_train] if files.last_train else []), key=lambda o: o["step"],
                  default=None)
@@ -148,6 +157,9 @@ def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult,
         if is_number(newest.get("time_s")):
             row.wall_time_s = float(newest["time_s"])
 
+
+def _set_eval_metrics(row: RunResult, files: RunFiles) -> None:
+    summary = files.summary
     for obj in files.evals:
         for key, value in obj.items():
             if key.startswith("eval/"):
@@ -169,8 +181,6 @@ def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult,
             if key not in row.best and isinstance(item, dict) and is_number(item.get("value")):
                 step = item.get("step")
                 row.best[key] = (float(item["value"]), step if isinstance(step, int) else None)
-    row.expected, row.expected_delta = dict(entry.expected), dict(entry.expected_delta)
-    return row, config
 
 
 def _format_value(value: Any) -> str:
@@ -190,6 +200,7 @@ def distinguishing_overrides(configs: dict[str, dict[str, Any] | None],
     keys: set[str] = set()
     for config in present.values():
         keys.update(config)
+
     def spread(key: str) -> int:
         return len({_hashable(c.get(key)) for c in present.values()})
 
