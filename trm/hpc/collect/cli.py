@@ -64,17 +64,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Collect sweeps into results/<sweep>.csv, a printed table, Markdown and PNG plots.")
     p.add_argument("inputs", nargs="+", metavar="SWEEP",
                    help="a sweep spec (jobs/X.yaml) or a folder of run directories (runs/X/); several ok")
-    p.add_argument("--runs-root", help="where a spec's run directories live (default: its profile's "
-                                       "runs_root, else runs)")
-    p.add_argument("--baseline", help="the run deltas are measured against (default: the spec's baseline)")
-    p.add_argument("--metric", help=f"the metric of the table and plots (default: the spec's, else "
-                                    f"{DEFAULT_METRIC})")
-    p.add_argument("--out", default="results", type=Path, help="output folder (default: results)")
+    p.add_argument("--runs-root", metavar="DIR",
+                   help="where a spec's run directories live (default: its profile's runs_root, else runs)")
+    p.add_argument("--baseline", metavar="RUN",
+                   help="the run deltas are measured against (default: the spec's baseline)")
+    p.add_argument("--metric", metavar="NAME",
+                   help=f"the metric of the table and plots (default: the spec's, else {DEFAULT_METRIC})")
+    p.add_argument("--out", default="results", type=Path, metavar="DIR",
+                   help="output folder (default: results)")
     p.add_argument("--markdown", action="store_true", help="also write results/<sweep>.md")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--append", type=Path, metavar="FILE",
                    help="also merge the rows into FILE, a CSV shared by several sweeps or users (locked)")
-    p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for FILE's lock")
+    p.add_argument("--lock-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait for FILE's lock (default: 60)")
     p.add_argument("--wandb", action="store_true", help="also `wandb sync` the runs' offline wandb folders")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     return p
