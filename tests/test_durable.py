@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import time
@@ -11,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY, launch_ranks, run_trainer, wait_all
+
 from trm.train import checkpoint as ckpt
 from trm.train.preempt import EXIT_REQUEUE
 

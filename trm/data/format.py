@@ -49,7 +49,8 @@ class Metadata:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise DatasetError(f"{path}: missing (is this a dataset folder? build one with tools/build_data.py)") from None
+            raise DatasetError(f"{path}: missing (is this a dataset folder? build one with tools/build_data.py)") \
+                from None
         except json.JSONDecodeError as e:
             raise DatasetError(f"{path}: not valid JSON ({e})") from None
         names = {f.name for f in dataclasses.fields(cls)}

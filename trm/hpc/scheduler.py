@@ -45,7 +45,7 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def _lsf_states(job_ids: list[str]) -> dict[str, str]:
-    from trm.hpc.backends.lsf import BJOBS_FORMAT, LsfInfoWatcher, _NOT_FOUND
+    from trm.hpc.backends.lsf import _NOT_FOUND, BJOBS_FORMAT, LsfInfoWatcher
 
     parents = sorted({j.split("_")[0] for j in job_ids})
     proc = _run(["bjobs", "-o", BJOBS_FORMAT, "-noheader", *parents])
