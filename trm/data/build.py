@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trm.data import build_sudoku
-from trm.data.build_sudoku import Built, add_sudoku4x4_arguments, build_sudoku4x4
+from trm.data import build_maze, build_sudoku
+from trm.data.build_sudoku import add_sudoku4x4_arguments, build_sudoku4x4
 from trm.data.format import DatasetError
-from trm.data.output import BuildError, build_info, existing_build, folder_size, write_dataset
+from trm.data.output import BuildError, Built, build_info, existing_build, folder_size, write_dataset
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ def _builders() -> dict[str, Builder]:
         "sudoku": Builder("9x9 Sudoku-Extreme (CSV or Hugging Face) or generated offline",
                           build_sudoku.add_sudoku_arguments, build_sudoku.build_sudoku,
                           build_sudoku.default_out),
+        "maze": Builder("30x30 Maze-Hard (CSV or Hugging Face) or generated offline",
+                        build_maze.add_arguments, build_maze.build, lambda a: "data/maze-30x30-hard-1k"),
     }
 
 

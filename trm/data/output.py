@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,6 +96,22 @@ class SplitData:
         num_puzzles = len(self.puzzle_identifiers)
         return Metadata(total_groups=len(self.group_indices) - 1, total_puzzles=num_puzzles,
                         mean_puzzle_examples=float(self.inputs.shape[0] / max(num_puzzles, 1)), **kw)
+
+
+@dataclass
+class Built:
+    """What a builder hands to the writer, plus lines to print."""
+
+    splits: dict[str, SplitData]
+    meta: dict[str, object]
+    identifiers: list[str]
+    extra_files: dict[str, str] = field(default_factory=dict)
+    report: list[str] = field(default_factory=list)
+
+
+def row_keys(a: np.ndarray) -> list[bytes]:
+    a = np.ascontiguousarray(np.asarray(a, dtype=np.uint8))
+    return [r.tobytes() for r in a]
 
 
 def write_dataset(out: Path, info: dict[str, Any], splits: dict[str, SplitData], meta: dict[str, Any],
