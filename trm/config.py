@@ -127,6 +127,7 @@ class EvalConfig:
     halt_early: bool = False  # stop a test batch once every slot's q_halt > 0 (default: run all steps)
     max_batches: int = 0  # > 0: evaluate on the first N global batches only
     global_batch_size: int = 0  # 0: same as train.global_batch_size
+    save_predictions: int = 0  # > 0: write the first N test predictions to predictions/step-N.npz
 
 
 @dataclass
@@ -411,10 +412,10 @@ def to_yaml(cfg: Config) -> str:
 
 # Keys that change how a run is executed but not what it computes: a resume may change them.
 RUNTIME_KEYS = {
-    "train.device", "train.compile", "train.checkpoint_every_steps", "train.checkpoint_every_minutes",
+    "train.device", "train.compile", "train.max_steps", "train.checkpoint_every_steps", "train.checkpoint_every_minutes",
     "train.checkpoint_every_eval", "train.keep_checkpoints", "train.resume", "train.resume_ignore_config_change",
     "train.time_limit_minutes", "train.time_limit_margin_minutes", "train.signals", "log.wandb",
-    "log.log_interval", "log.progress", "run.root", "eval.max_batches",
+    "log.log_interval", "log.progress", "run.root", "eval.max_batches", "eval.save_predictions",
 }
 
 

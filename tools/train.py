@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Train a TRM: `python tools/train.py CONFIG.yaml [key=value ...]` (see trm/train/entry.py)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from trm.train.entry import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from trm.train.entry import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""Command line of the trainer.
+
+    python tools/train.py CONFIG.yaml [key=value ...]           # one process (CPU, one GPU, MPS)
+    torchrun --nproc_per_node=4 tools/train.py CONFIG.yaml ...  # one node, 4 GPUs
+    python -m trm.train CONFIG.yaml ...                         # same as tools/train.py
+
+Overrides use the config tree's dotted keys (`arch.L_layers=4`) or the paper's names
+(`lr=1e-4 ema=True +run_name=x`); see trm/config.py. Exit codes: 0 done, 75 checkpointed on a
+signal or before the time limit (requeue me), 2 bad input, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from trm.config import ConfigError, load_config
+from trm.data.format import DatasetError
+from trm.train import dist
+from trm.train.preempt import EXIT_USAGE
+
+USAGE = "usage: tools/train.py [CONFIG.yaml] [key=value ...]   (e.g. trm/configs/quickstart.yaml train.max_steps=100)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    path = argv.pop(0) if argv and "=" not in argv[0] else None
+    from trm.train.loop import ResumeError, Trainer
+    from trm.train.runlog import RunDirError
+
+    env = None
+    try:
+        cfg = load_config(path, argv)
+        env = dist.init(cfg.train.device)
+        return Trainer(cfg, env).fit()
+    except (ConfigError, DatasetError, RunDirError, ResumeError, dist.DeviceError) as e:
+        rank = f"[rank {env.rank}] " if env is not None and env.distributed else ""
+        print(f"{rank}error: {e}\n{USAGE}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        dist.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,538 @@
+"""The training loop: one optimizer step per batch, the ACT carry persisting across batches.
+
+    trainer = Trainer(cfg, dist.init(cfg.train.device)); exit_code = trainer.fit()
+
+Per step (the reference's train_batch): refill halted slots, one supervision step, loss / global
+batch, backward (DDP sums gradients over ranks), AdamATan2 + sparse sign-SGD, EMA. Every
+`eval.eval_interval` epochs: evaluation with the EMA weights, then a checkpoint. A stop request
+(signal or time limit) checkpoints at the next step boundary and returns EXIT_REQUEUE.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from trm import config as C
+from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
+from trm.data.iterator import Batch, TrainIterator, eval_batches
+from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
+from trm.train import checkpoint as ckpt
+from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
+from trm.train.losses import METRIC_KEYS, act_loss
+from trm.train.optim import EMA, AdamATan2, lr_at
+from trm.train.preempt import EXIT_REQUEUE, StopWatch
+from trm.train.runlog import RunDir, RunDirError, make_logger
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint that cannot be resumed from as asked."""
+
+
+def _sum_hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    # The loss is already divided by the global batch: gradients are summed, not averaged, over ranks.
+    fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
+
+
+def run_name(cfg: C.Config) -> str:
+    if cfg.run.name:
+        return cfg.run.name
+    data = Path(cfg.data.data_paths[0]).name if cfg.data.data_paths else "run"
+    return f"{data}-{C.config_hash(cfg)[:8]}"
+
+
+def _load_data(cfg: C.Config) -> tuple[Any, Any]:
+    if len(cfg.data.data_paths) != 1 or len(cfg.data.data_paths_test) > 1:
+        raise C.ConfigError(f"data.data_paths: exactly one dataset folder is supported, got {cfg.data.data_paths} "
+                            "(merging several folders, as the reference can, is not implemented)")
+    root = cfg.data.data_paths[0]
+    problems = validate_dataset(root)
+    test_root = cfg.data.data_paths_test[0] if cfg.data.data_paths_test else root
+    if test_root != root:
+        problems += [p for p in validate_dataset(test_root) if "/test" in p or "does not exist" in p]
+    if problems:
+        raise DatasetError(f"dataset '{root}' is not usable:\n  " + "\n  ".join(problems))
+    train, test = read_split(root, "train"), read_split(test_root, "test")
+    for key in ("vocab_size", "seq_len"):
+        if getattr(train.meta, key) != getattr(test.meta, key):
+            raise DatasetError(f"{key} differs between the train split ({getattr(train.meta, key)}) and the "
+                               f"test split ({getattr(test.meta, key)}) of '{root}'")
+    return train, test
+
+
+class Trainer:
+    def __init__(self, cfg: C.Config, env: DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        self.device = env.device
+        tc = cfg.train
+        if cfg.train.epochs % cfg.eval.eval_interval:
+            raise C.ConfigError(f"train.epochs ({tc.epochs}) must be a multiple of eval.eval_interval "
+                                f"({cfg.eval.eval_interval}): evaluations happen between chunks of that many epochs")
+        self.train_split, self.test_split = _load_data(cfg)
+        meta: Metadata = self.train_split.meta
+        self.B = tc.global_batch_size
+        if self.B % env.world_size:
+            raise C.ConfigError(f"train.global_batch_size ({self.B}) must be divisible by the number of ranks "
+                                f"({env.world_size})")
+        self.local_B = self.B // env.world_size
+        self.eval_B = cfg.eval.global_batch_size or self.B
+        if self.eval_B % env.world_size:
+            raise C.ConfigError(f"eval.global_batch_size ({self.eval_B}) must be divisible by the number of ranks "
+                                f"({env.world_size})")
+        self.dtype = resolve_dtype(cfg.arch.forward_dtype, self.device)
+
+        torch.manual_seed(tc.seed)  # identical initial weights on every rank
+        self.model = TRM(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
+                         self.local_B, self.dtype).to(self.device)
+        self.num_params = count_parameters(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        oc = cfg.optim
+        self.adam = None if oc.freeze_weights else AdamATan2(self.params, lr=0.0, betas=(oc.beta1, oc.beta2),
+                                                             weight_decay=oc.weight_decay)
+        emb = self.model.inner.puzzle_emb
+        from trm.model.puzzle_emb import SignSGD  # local: only the trainer builds optimizers
+        self.sparse = SignSGD(emb, 0.0, oc.puzzle_emb_weight_decay) if emb is not None else None
+        self.ema = EMA(self.params, tc.ema_rate) if tc.ema and not oc.freeze_weights else None
+        if oc.freeze_weights:
+            for p in self.params:
+                p.requires_grad_(False)
+        self.forward_module: torch.nn.Module = self.model
+        if env.distributed and not oc.freeze_weights:
+            ddp = torch.nn.parallel.DistributedDataParallel(self.model, broadcast_buffers=False,
+                                                            bucket_cap_mb=25, device_ids=None)
+            ddp.register_comm_hook(None, _sum_hook)
+            self.forward_module = ddp
+        if tc.compile:
+            self.model.inner.L_level = torch.compile(self.model.inner.L_level)  # type: ignore[assignment]
+
+        self.iterator = TrainIterator(self.train_split, self.B, env.rank, env.world_size, tc.seed,
+                                      cfg.eval.eval_interval, cfg.data.max_train_groups)
+        self.num_chunks = tc.epochs // cfg.eval.eval_interval
+        self.total_steps = int(tc.epochs * self.iterator.examples_per_epoch() / self.B)
+        if self.total_steps < 1:
+            raise C.ConfigError(f"train.epochs={tc.epochs} over {self.iterator.num_groups} groups gives no full batch "
+                                f"of {self.B}; raise train.epochs or lower train.global_batch_size")
+        self.stop_at = min(self.total_steps, tc.max_steps) if tc.max_steps > 0 else self.total_steps
+        # Exploration draws for the whole global batch, from one generator that every rank shares.
+        self.explore_gen = torch.Generator(device=self.device)
+        self.explore_gen.manual_seed(tc.seed + 1)
+        torch.manual_seed(tc.seed + env.rank)  # whatever else draws from the global RNG: per rank, as the reference
+
+        self.step = 0
+        self.carry: Carry | None = None
+        self.best: dict[str, dict[str, float]] = {}
+        self.final: dict[str, float] = {}
+        self.elapsed_before = 0.0
+        self.attempts = 1
+        self.last_eval_step = -1
+        self.name = run_name(cfg)
+        self.run_dir = RunDir(Path(cfg.run.root) / self.name)
+        self.writer = ckpt.CheckpointWriter(self.run_dir.checkpoints, tc.keep_checkpoints, env.rank, env.world_size,
+                                            background=True)
+        self._resume()
+        if env.is_main:
+            self.run_dir.write_config(cfg, allow_change=tc.resume_ignore_config_change)
+            self.logger = make_logger(cfg.log.wandb, cfg.run.project, self.name, self.run_dir, C.to_dict(cfg))
+        else:
+            self.logger = make_logger("off", "", "", self.run_dir, {})
+
+    # ------------------------------------------------------------------------------------------
+    # state
+
+    def _main_state(self) -> dict[str, Any]:
+        clone = lambda x: ckpt.to_cpu(x, clone=True)  # noqa: E731 - these change in place next step
+        return {
+            "model": clone(self.model.state_dict()),
+            "ema": clone(self.ema.state_dict()) if self.ema else None,
+            "adam": clone(self.adam.state_dict()) if self.adam else None,
+            "sparse": self.sparse.state_dict() if self.sparse else None,
+            "step": self.step, "total_steps": self.total_steps,
+            "iterator": self.iterator.state_dict(),
+            "explore_gen": self.explore_gen.get_state().cpu(),
+            "best": dict(self.best), "final": dict(self.final), "last_eval_step": self.last_eval_step,
+            "elapsed_s": self._elapsed(), "attempts": self.attempts, "world_size": self.env.world_size,
+            "config": C.to_dict(self.cfg), "config_hash": C.config_hash(self.cfg),
+        }
+
+    def _rank_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"carry": self.carry.state_dict() if self.carry is not None else None,
+                                 "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save_checkpoint(self, wait: bool = False) -> None:
+        self.writer.save(self.step, self._main_state() if self.env.is_main else None, self._rank_state(), wait=wait)
+
+    def _find_resume(self) -> Path | None:
+        mode = self.cfg.train.resume
+        root = self.run_dir.checkpoints
+        if mode == "false":
+            if self.run_dir.has_results():
+                raise RunDirError(f"{self.run_dir.path} already holds a run (summary, metrics or checkpoints) and "
+                                  "train.resume=false would start it over; choose another run.name or resume "
+                                  "(train.resume=auto)")
+            return None
+        if mode in ("auto", "true"):
+            found = ckpt.latest(root, warn=self.env.is_main)
+            if found is None and mode == "true":
+                raise ResumeError(f"train.resume=true but {root} holds no complete checkpoint")
+            return found
+        path = Path(mode)
+        if not (path / ckpt.MARKER).is_file():
+            raise ResumeError(f"train.resume={mode}: not a complete checkpoint folder (expected {path}/"
+                              f"{ckpt.MARKER} and {path}/state.pt)")
+        return path
+
+    def _resume(self) -> None:
+        path = self._find_resume()
+        if path is None:
+            if self.cfg.train.init_from:
+                load_weights(self.model, Path(self.cfg.train.init_from))
+                if self.ema:
+                    self.ema = EMA(self.params, self.cfg.train.ema_rate)
+            return
+        main, rank_state = ckpt.load(path, self.env.rank, self.device)
+        if main["config_hash"] != C.config_hash(self.cfg) and not self.cfg.train.resume_ignore_config_change:
+            diff = C.config_diff(C.config_from_dict(main["config"]), self.cfg)
+            raise ResumeError(f"checkpoint {path} was written with a different config ({'; '.join(diff)}); "
+                              "resume with the same config, or pass train.resume_ignore_config_change=true")
+        self.model.load_state_dict(main["model"])
+        if self.ema and main["ema"]:
+            self.ema.load_state_dict(main["ema"])
+        if self.adam and main["adam"]:
+            self.adam.load_state_dict(main["adam"])
+        if self.sparse and main["sparse"]:
+            self.sparse.load_state_dict(main["sparse"])
+        self.step = int(main["step"])
+        self.iterator.load_state_dict(main["iterator"])
+        self.explore_gen.set_state(main["explore_gen"].to(self.explore_gen.get_state().device))
+        self.best, self.final = main["best"], main["final"]
+        self.last_eval_step = main["last_eval_step"]
+        self.elapsed_before = float(main["elapsed_s"])
+        self.attempts = int(main["attempts"]) + 1
+        if main["world_size"] == self.env.world_size and rank_state is not None:
+            if rank_state["carry"] is not None:
+                self.carry = Carry.from_state_dict(rank_state["carry"], self.device)
+            torch.set_rng_state(rank_state["torch_rng"])
+            if "cuda_rng" in rank_state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rank_state["cuda_rng"], self.device)
+        elif self.env.is_main:
+            self.say(f"warning: checkpoint {path} was written by {main['world_size']} ranks, this run has "
+                     f"{self.env.world_size}: the ACT carry starts afresh (not bit-exact)")
+        self.say(f"resumed from {path} at step {self.step} (attempt {self.attempts})")
+
+    # ------------------------------------------------------------------------------------------
+    # helpers
+
+    def say(self, line: str) -> None:
+        if self.env.is_main:
+            tqdm.write(line)
+            self.run_dir.path.mkdir(parents=True, exist_ok=True)
+            self.run_dir.append_log(line)
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self._t_start)
+
+    def _draw_explore(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.cfg.arch.halt_max_steps <= 1:
+            return None
+        u = torch.rand(self.B, device=self.device, generator=self.explore_gen)
+        k = torch.randint(2, self.cfg.arch.halt_max_steps + 1, (self.B,), device=self.device,
+                          generator=self.explore_gen, dtype=torch.int32)
+        sl = slice(self.env.rank * self.local_B, (self.env.rank + 1) * self.local_B)
+        return u[sl], k[sl]
+
+    def _set_lr(self) -> float:
+        oc = self.cfg.optim
+        lr = lr_at(self.step, oc.lr, oc.lr_warmup_steps, self.total_steps, oc.lr_min_ratio)
+        if self.adam:
+            for g in self.adam.param_groups:
+                g["lr"] = lr
+        if self.sparse:
+            self.sparse.lr = lr_at(self.step, oc.puzzle_emb_lr, oc.lr_warmup_steps, self.total_steps, oc.lr_min_ratio)
+        return lr
+
+    @staticmethod
+    def _stack(metrics: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return torch.stack([metrics.get(k, zero).to(torch.float64) for k in METRIC_KEYS])
+
+    # ------------------------------------------------------------------------------------------
+    # one step
+
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        self.model.train()
+        batch = batch.to(self.device)
+        data = batch.as_dict()
+        if self.carry is None:
+            self.carry = self.model.initial_carry(data)
+        self.step += 1
+        lr = self._set_lr()
+        self.carry, out = self.forward_module(self.carry, data, self._draw_explore())
+        loss, metrics = act_loss(self.carry, out, self.cfg.arch.loss_type)
+        (loss / self.B).backward()
+        if self.cfg.optim.grad_clip_norm > 0 and self.adam:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip_norm)
+        if self.adam:
+            self.adam.step()
+            self.adam.zero_grad(set_to_none=True)
+        if self.sparse:
+            self.sparse.step()
+            self.sparse.zero_grad()
+        if self.ema:
+            self.ema.update()
+        self._lr = lr
+        return self._stack(metrics, self.device)
+
+    def _reduce_train(self, acc: torch.Tensor, num_steps: int) -> dict[str, float]:
+        if self.env.distributed:
+            dist.all_reduce(acc)
+        v = dict(zip(METRIC_KEYS, acc.tolist()))
+        count = v.pop("count")
+        out: dict[str, float] = {"train/halted": count / num_steps}
+        for k, x in v.items():
+            if k == "q_continue_loss" and self.cfg.arch.no_ACT_continue:
+                continue
+            # Accuracies are over the slots that halted; in an interval where none did they are unknown.
+            out[f"train/{k}"] = x / (self.B * num_steps) if k.endswith("loss") else (x / count if count else math.nan)
+        out["train/loss"] = out["train/lm_loss"] + 0.5 * (out["train/q_halt_loss"] + out.get("train/q_continue_loss", 0.0))
+        out["train/lr"] = self._lr
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # evaluation
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.eval()
+        if self.ema:
+            self.ema.swap()
+        evaluators = self._evaluators() if self.env.is_main else []
+        for e in evaluators:
+            e.begin()
+        acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
+        saved: list[dict[str, np.ndarray]] = []
+        try:
+            for batch in eval_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size,
+                                      cfg.data.max_eval_groups, cfg.eval.max_batches):
+                batch = batch.to(self.device)
+                data = batch.as_dict()
+                carry = self.model.initial_carry(data)
+                done = torch.zeros_like(batch.valid)
+                preds = torch.zeros_like(batch.inputs)
+                q_halt = torch.zeros(batch.valid.shape, dtype=torch.float32, device=self.device)
+                for _ in range(cfg.arch.halt_max_steps):
+                    carry, out = self.model(carry, data, None, halt_early=cfg.eval.halt_early)
+                    newly = carry.halted & ~done
+                    _, metrics = act_loss(replace(carry, halted=newly), out, cfg.arch.loss_type)
+                    acc += self._stack(metrics, self.device)
+                    preds = torch.where(newly.view(-1, 1), out.logits.argmax(-1).to(preds.dtype), preds)
+                    q_halt = torch.where(newly, out.q_halt_logits, q_halt)
+                    done |= newly
+                    if bool(done.all()):
+                        break
+                if evaluators or cfg.eval.save_predictions:
+                    rows = {"inputs": batch.inputs, "labels": batch.labels, "puzzle_identifiers": batch.puzzle_identifiers,
+                            "preds": preds, "q_halt_logits": q_halt}
+                    mine = {k: v[batch.valid].cpu().numpy() for k, v in rows.items()}
+                    parts = gather_objects(self.env, mine)
+                    if self.env.is_main:
+                        merged = {k: np.concatenate([p[k] for p in parts]) for k in mine}
+                        for e in evaluators:
+                            e.update(**merged)
+                        if cfg.eval.save_predictions and sum(len(s["preds"]) for s in saved) < cfg.eval.save_predictions:
+                            saved.append(merged)
+        finally:
+            if self.ema:
+                self.ema.swap()
+        if self.env.distributed:
+            dist.all_reduce(acc)
+        v = dict(zip(METRIC_KEYS, acc.tolist()))
+        count = max(v.pop("count"), 1.0)
+        out = {f"eval/{k}": x / count for k, x in v.items()
+               if not (k == "q_continue_loss" and cfg.arch.no_ACT_continue)}
+        for e in evaluators:
+            for k, x in e.result(self.run_dir.path / f"evaluator_{e.name}_step_{self.step}").items():
+                out[f"eval/{e.name}/{k}"] = float(x)
+        if self.env.is_main and saved:
+            self._save_predictions(saved)
+        return broadcast_object(self.env, out)
+
+    def _evaluators(self) -> list[Any]:
+        if not self.cfg.eval.evaluators:
+            return []
+        from trm.evaluators import get_evaluator  # optional module (dataset-specific scoring)
+
+        root = self.cfg.data.data_paths_test[0] if self.cfg.data.data_paths_test else self.cfg.data.data_paths[0]
+        return [get_evaluator(name, root, self.test_split.meta) for name in self.cfg.eval.evaluators]
+
+    def _save_predictions(self, saved: list[dict[str, np.ndarray]]) -> None:
+        n = self.cfg.eval.save_predictions
+        d = self.run_dir.path / "predictions"
+        d.mkdir(parents=True, exist_ok=True)
+        arrays = {k: np.concatenate([s[k] for s in saved])[:n] for k in saved[0]}
+        tmp = d / f".step-{self.step:08d}.npz"
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        tmp.replace(d / f"step-{self.step:08d}.npz")
+
+    def _record_eval(self, metrics: dict[str, float]) -> None:
+        self.final = dict(metrics)
+        for k, x in metrics.items():
+            if k.endswith("/steps") or x is None or (isinstance(x, float) and math.isnan(x)):
+                continue
+            better = (lambda a, b: a < b) if "loss" in k else (lambda a, b: a > b)
+            if k not in self.best or better(x, self.best[k]["value"]):
+                self.best[k] = {"value": x, "step": self.step}
+        self.last_eval_step = self.step
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+
+    def _summary(self, state: str) -> dict[str, Any]:
+        elapsed = self._elapsed()
+        return {"run_name": self.name, "state": state, "step": self.step, "total_steps": self.total_steps,
+                "stop_at": self.stop_at, "epoch": self.iterator.epoch(), "num_params": self.num_params,
+                "config_hash": C.config_hash(self.cfg), "world_size": self.env.world_size,
+                "device": self.device.type, "wall_time_s": elapsed,
+                "gpu_hours": elapsed * self.env.world_size / 3600 if self.device.type == "cuda" else 0.0,
+                "samples_per_s": self.step * self.B / elapsed if elapsed > 0 else 0.0,
+                "attempts": self.attempts, "final": self.final, "best": self.best}
+
+    def _write_summary(self, state: str) -> None:
+        if self.env.is_main:
+            self.run_dir.write_summary(self._summary(state))
+
+    def _log_eval(self, metrics: dict[str, float]) -> None:
+        self._record_eval(metrics)
+        if self.env.is_main:
+            record = {"event": "eval", "step": self.step, "epoch": self.iterator.epoch(), "time_s": self._elapsed(),
+                      **metrics}
+            self.run_dir.append_metrics(record)
+            self.logger.log(metrics, self.step)
+            shown = " ".join(f"{k.removeprefix('eval/')} {v:.4f}" for k, v in metrics.items())
+            self.say(f"eval  step {self.step:>7} ep {self.iterator.epoch():.1f} | {shown}")
+        self._write_summary("running")
+
+    def fit(self) -> int:
+        cfg, env = self.cfg, self.env
+        self._t_start = time.monotonic()
+        watch = StopWatch(cfg.train.signals, cfg.train.time_limit_minutes, cfg.train.time_limit_margin_minutes)
+        bar = tqdm(total=self.stop_at, initial=self.step, disable=not (cfg.log.progress and env.is_main),
+                   dynamic_ncols=True, unit="step", mininterval=1.0 if _isatty() else 60.0)
+        self.say(f"run {self.name}: {self.num_params:,} parameters, {env.world_size} rank(s) on {self.device.type} "
+                 f"({str(self.dtype).removeprefix('torch.')}), {self.stop_at} steps of {self.B} "
+                 f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}")
+        self._write_summary("running")
+        acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
+        acc_steps, t_log = 0, time.monotonic()
+        last_ckpt_step, t_ckpt = self.step, time.monotonic()
+        try:
+            while self.step < self.stop_at and self.iterator.chunk < self.num_chunks:
+                chunk = self.iterator.chunk
+                for batch in self.iterator.chunk_batches():
+                    acc += self.train_step(batch)
+                    acc_steps += 1
+                    bar.update(1)
+                    if acc_steps >= cfg.log.log_interval or self.step >= self.stop_at:
+                        self._log_train(acc, acc_steps, time.monotonic() - t_log, bar)
+                        acc.zero_()
+                        acc_steps, t_log = 0, time.monotonic()
+                    due_steps = cfg.train.checkpoint_every_steps > 0 and \
+                        self.step - last_ckpt_step >= cfg.train.checkpoint_every_steps
+                    due_time = cfg.train.checkpoint_every_minutes > 0 and \
+                        time.monotonic() - t_ckpt >= 60 * cfg.train.checkpoint_every_minutes
+                    stop, due_time = any_true(env, watch.local_reason() is not None, due_time)
+                    if stop:
+                        reason = watch.local_reason() or "another rank's request"
+                        self.save_checkpoint(wait=True)
+                        self._write_summary("checkpointed")
+                        self.say(f"stopping at step {self.step} ({reason}): checkpoint saved, exit code "
+                                 f"{EXIT_REQUEUE} asks for a requeue")
+                        return EXIT_REQUEUE
+                    if due_steps or due_time:
+                        self.save_checkpoint()
+                        last_ckpt_step, t_ckpt = self.step, time.monotonic()
+                    if self.step >= self.stop_at:
+                        break
+                else:
+                    if chunk >= cfg.eval.min_eval_interval:
+                        self._log_eval(self.evaluate())
+                        if cfg.train.checkpoint_every_eval:
+                            self.save_checkpoint()
+                            last_ckpt_step, t_ckpt = self.step, time.monotonic()
+            if acc_steps:
+                self._log_train(acc, acc_steps, time.monotonic() - t_log, bar)
+            if self.last_eval_step != self.step:
+                self._log_eval(self.evaluate())
+            if last_ckpt_step != self.step or not ckpt.latest(self.run_dir.checkpoints, warn=False):
+                self.save_checkpoint(wait=True)
+            self.writer.join()
+            self._write_summary("done")
+            self.say(f"finished at step {self.step} in {self._elapsed():.1f} s; summary in {self.run_dir.summary_path}")
+            return 0
+        except BaseException:
+            self._write_summary("failed")
+            raise
+        finally:
+            bar.close()
+            watch.restore()
+            self.logger.finish()
+
+    def _log_train(self, acc: torch.Tensor, num_steps: int, seconds: float, bar: tqdm) -> None:
+        metrics = self._reduce_train(acc.clone(), num_steps)
+        metrics["train/samples_per_s"] = num_steps * self.B / max(seconds, 1e-9)
+        if not self.env.is_main:
+            return
+        record = {"event": "train", "step": self.step, "epoch": self.iterator.epoch(), "time_s": self._elapsed(),
+                  **metrics}
+        self.run_dir.append_metrics(record)
+        self.logger.log(metrics, self.step)
+        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", exact=f"{metrics['train/exact_accuracy']:.3f}",
+                        refresh=False)
+        self.say(f"train step {self.step:>7}/{self.stop_at} ep {self.iterator.epoch():.1f} | "
+                 f"loss {metrics['train/loss']:.4f} acc {metrics['train/accuracy']:.4f} "
+                 f"exact {metrics['train/exact_accuracy']:.4f} qacc {metrics['train/q_halt_accuracy']:.3f} "
+                 f"steps {metrics['train/steps']:.2f} halted/step {metrics['train/halted']:.1f} | "
+                 f"lr {metrics['train/lr']:.2e} | {metrics['train/samples_per_s']:.0f} samples/s")
+        self._write_summary("running")
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+def load_weights(model: TRM, path: Path) -> None:
+    """Initial weights from one of our checkpoints or from the paper's code (compiled or not)."""
+    f = path / "state.pt" if path.is_dir() else path
+    if not f.is_file():
+        raise ResumeError(f"train.init_from={path}: no such checkpoint file")
+    raw = torch.load(f, map_location="cpu", weights_only=False)
+    state = raw["model"] if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict) else raw
+    fixed = {}
+    for k, v in state.items():
+        for prefix in ("_orig_mod.", "model."):
+            k = k.removeprefix(prefix)
+        fixed[k] = v
+    own = model.state_dict()
+    table = "inner.puzzle_emb.weights"
+    if table in fixed and table in own and fixed[table].shape != own[table].shape:
+        # New puzzles (fine-tuning on another set): start every row from the mean, as the reference does.
+        fixed[table] = fixed[table].mean(0, keepdim=True).expand_as(own[table]).clone()
+    missing, unexpected = model.load_state_dict(fixed, strict=False)
+    if missing or unexpected:
+        raise ResumeError(f"train.init_from={path}: weights do not fit this model (missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]})")
