@@ -123,6 +123,12 @@ def test_partial_evaluation_counts_unseen_tasks_as_unsolved(arc_data: Path) -> N
     assert result["pass@1"] == 0.5 and result["coverage"] == pytest.approx(1 / 3)
 
 
+def test_registry_names(arc_data: Path, tmp_path: Path) -> None:
+    meta = read_split(arc_data, "test").meta
+    assert get_evaluator("arc", arc_data, meta).name == "arc"
+    assert get_evaluator("hanoi", tmp_path, meta).name == "hanoi"
+
+
 def test_unknown_evaluator_lists_names(arc_data: Path) -> None:
     with pytest.raises(ValueError, match="valid names: arc, hanoi"):
         get_evaluator("sudoku", arc_data, read_split(arc_data, "test").meta)

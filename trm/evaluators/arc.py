@@ -42,6 +42,8 @@ def _load_json(path: Path, what: str) -> object:
 
 
 class ARCEvaluator:
+    name = "arc"
+
     def __init__(self, data_path: Path, meta: Metadata, pass_ks: tuple[int, ...] = PASS_KS,
                  submission_k: int = SUBMISSION_K) -> None:
         self.blank_id = meta.blank_identifier_id

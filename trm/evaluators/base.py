@@ -9,6 +9,8 @@ import numpy as np
 
 
 class Evaluator(Protocol):
+    name: str  # the registry name; metrics are logged as eval/<name>/<key>
+
     def begin(self) -> None:
         """Forget everything from earlier evaluations."""
 

@@ -30,6 +30,8 @@ def detect_encoding(data_path: Path, meta: Metadata) -> str:
 
 
 class HanoiEvaluator:
+    name = "hanoi"
+
     def __init__(self, data_path: Path, meta: Metadata) -> None:
         self.encoding = detect_encoding(data_path, meta)
         self.pad_id = meta.pad_id
