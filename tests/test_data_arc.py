@@ -225,3 +225,27 @@ def test_per_task_folder_layout(tmp_path: Path, kaggle: Path) -> None:
         (corpus / f"C{tid}.json").write_text(json.dumps(task))
     out = build_arc(tmp_path, kaggle)
     assert read_split(out, "train").num_groups == 8  # 3 training + 3 concept + 2 eval tasks' demos
+
+
+def _loop_crop(canvas: np.ndarray) -> np.ndarray:
+    """The crop rule written as a plain scan: grow rows while the colour run from column 0 allows."""
+    g = canvas.reshape(30, 30)
+    best, best_area, width = (0, 0), 0, 30
+    for rows in range(1, 31):
+        run = 0
+        while run < width and 2 <= g[rows - 1, run] <= 11:
+            run += 1
+        width = run
+        if rows * width > best_area:
+            best_area, best = rows * width, (rows, width)
+    return g[: best[0], : best[1]] - 2
+
+
+def test_vectorised_crop_matches_the_scan() -> None:
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 13, size=(200, 900))
+    mostly_colour = np.where(rng.random((200, 900)) < 0.97, rng.integers(2, 12, (200, 900)), 0)
+    for canvas in np.concatenate([noisy, mostly_colour]):
+        assert np.array_equal(arc.crop(canvas), _loop_crop(canvas))
+    h, w = arc.crop_sizes(mostly_colour)
+    assert all(arc.crop(c).shape == (a, b) for c, a, b in zip(mostly_colour, h, w))

@@ -260,17 +260,27 @@ def encode_pairs(pairs: list[Pair], tids: np.ndarray, perms: np.ndarray, transla
     return inputs.reshape(num_v, num_e, -1), labels.reshape(num_v, num_e, -1)
 
 
+def crop_sizes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(height, width) of the largest top-left rectangle of colour tokens (2..11) of each row of (B, 900).
+
+    The reference's crop, vectorised: per canvas row, the run of colour tokens from column 0, then the
+    running minimum of those runs down the rows; the first row count with the largest area wins.
+    """
+    g = np.asarray(rows).reshape(-1, MAX_SIZE, MAX_SIZE)
+    is_colour = (g >= COLOUR_OFFSET) & (g < COLOUR_OFFSET + 10)
+    run = np.where(is_colour.all(axis=2), MAX_SIZE, np.argmin(is_colour, axis=2))  # (B, 30)
+    width = np.minimum.accumulate(run, axis=1)
+    area = (np.arange(MAX_SIZE) + 1)[None, :] * width
+    best = np.argmax(area, axis=1)
+    h = np.where(area[np.arange(len(g)), best] > 0, best + 1, 0)
+    return h, np.where(h > 0, width[np.arange(len(g)), best], 0)
+
+
 def crop(tokens: np.ndarray) -> np.ndarray:
     """The largest top-left rectangle of colour tokens (2..11), as colours 0..9 (the reference's crop)."""
+    h, w = crop_sizes(np.asarray(tokens)[None])
     g = np.asarray(tokens).reshape(MAX_SIZE, MAX_SIZE)
-    is_colour = (g >= COLOUR_OFFSET) & (g < COLOUR_OFFSET + 10)
-    run = np.where(is_colour.all(axis=1), MAX_SIZE, np.argmin(is_colour, axis=1))  # colour run from col 0
-    width = np.minimum.accumulate(run)
-    area = (np.arange(MAX_SIZE) + 1) * width
-    best = int(np.argmax(area))
-    if area[best] == 0:
-        return np.zeros((0, 0), dtype=np.uint8)
-    return (g[: best + 1, : width[best]] - COLOUR_OFFSET).astype(np.uint8)
+    return (g[: h[0], : w[0]] - COLOUR_OFFSET).astype(np.uint8)
 
 
 def invert_grid(grid: np.ndarray, tid: int, perm: np.ndarray) -> np.ndarray:

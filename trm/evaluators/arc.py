@@ -83,16 +83,21 @@ class ARCEvaluator:
     def update(self, inputs: np.ndarray, labels: np.ndarray, puzzle_identifiers: np.ndarray,
                preds: np.ndarray, q_halt_logits: np.ndarray) -> None:
         q = 1.0 / (1.0 + np.exp(-np.asarray(q_halt_logits, dtype=np.float64)))
-        for row, ident in enumerate(np.asarray(puzzle_identifiers).tolist()):
-            variant = self.variants.get(ident)
-            if variant is None:  # blank padding, or a puzzle of a task outside the test set
-                continue
-            task_id, tid, perm = variant
-            inp = arc.invert_grid(arc.crop(inputs[row]), tid, perm)
+        ids = np.asarray(puzzle_identifiers).tolist()
+        keep = [r for r, i in enumerate(ids) if i in self.variants]  # drops blank padding, non-test tasks
+        if not keep:
+            return
+        inputs, preds = np.asarray(inputs)[keep], np.asarray(preds)[keep]
+        (ih, iw), (ph, pw) = arc.crop_sizes(inputs), arc.crop_sizes(preds)
+        inputs = inputs.reshape(-1, arc.MAX_SIZE, arc.MAX_SIZE) - arc.COLOUR_OFFSET
+        preds = preds.reshape(-1, arc.MAX_SIZE, arc.MAX_SIZE) - arc.COLOUR_OFFSET
+        for j, row in enumerate(keep):
+            task_id, tid, perm = self.variants[ids[row]]
+            inp = arc.invert_grid(inputs[j, : ih[j], : iw[j]], tid, perm)
             slots = self.inputs[task_id].get(_key(inp))
             if slots is None:  # a demonstration pair (encoder mode), not a test query
                 continue
-            pred = arc.invert_grid(arc.crop(preds[row]), tid, perm)
+            pred = arc.invert_grid(preds[j, : ph[j], : pw[j]], tid, perm)
             pk = _key(pred)
             self.grids.setdefault(pk, pred)
             for k in slots:
