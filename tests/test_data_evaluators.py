@@ -11,7 +11,7 @@ from test_data_arc import make_kaggle  # tests/ is on sys.path (pytest prepend i
 
 from trm.data import arc, hanoi
 from trm.data.build import main
-from trm.data.format import read_split
+from trm.data.format import read_split, validate_dataset
 from trm.evaluators import get_evaluator
 
 
@@ -142,7 +142,9 @@ def test_hanoi_labels_replay_to_the_goal(tmp_path: Path, encoding: str) -> None:
     out = tmp_path / "h"
     assert main(["hanoi", "--encoding", encoding, "--train-min", "2", "--train-max", "3", "--test-min", "4",
                  "--test-max", "4", "--out", str(out)]) == 0
+    assert validate_dataset(out) == []
     test = read_split(out, "test")
+    assert test.meta.vocab_size == (4 + 4 if encoding == "action" else 4) and test.meta.seq_len == 32
     inputs, labels = np.asarray(test.inputs), np.asarray(test.labels)
     assert len(inputs) == 6 * 15
     # replay each (source, target) episode through the simulator using only the labels' moves
