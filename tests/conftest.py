@@ -62,3 +62,33 @@ def run_trainer(args: list[str], cwd: Path | None = None, env: dict[str, str] | 
     else:
         cmd = [sys.executable, str(ROOT / "tools" / "train.py"), *args]
     return subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_ranks(args: list[str], nproc: int, env: dict[str, str] | None = None) -> list[subprocess.Popen]:
+    """N trainer processes with torchrun's variables set by hand, as a scheduler's tasks (srun, blaunch)
+    would start them; unlike torchrun, each keeps its own exit code."""
+    port = str(free_port())
+    procs = []
+    for rank in range(nproc):
+        penv = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "RANK": str(rank),
+                "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                **(env or {})}
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "tools" / "train.py"), *args], cwd=ROOT, env=penv,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str]]:
+    out = []
+    for p in procs:
+        text, _ = p.communicate(timeout=timeout)
+        out.append((p.returncode, text))
+    return out

@@ -37,7 +37,7 @@ class ResumeError(RuntimeError):
     """A checkpoint that cannot be resumed from as asked."""
 
 
-def _sum_hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+def _sum_hook(state, bucket):  # noqa: ANN001 - DDP inspects these annotations: leave them off
     # The loss is already divided by the global batch: gradients are summed, not averaged, over ranks.
     fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()
     return fut.then(lambda f: f.value()[0])
@@ -136,6 +136,8 @@ class Trainer:
         self.last_eval_step = -1
         self.name = run_name(cfg)
         self.run_dir = RunDir(Path(cfg.run.root) / self.name)
+        self.acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
+        self.acc_steps = 0
         self.writer = ckpt.CheckpointWriter(self.run_dir.checkpoints, tc.keep_checkpoints, env.rank, env.world_size,
                                             background=True)
         self._resume()
@@ -165,7 +167,9 @@ class Trainer:
 
     def _rank_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"carry": self.carry.state_dict() if self.carry is not None else None,
-                                 "torch_rng": torch.get_rng_state()}
+                                 "torch_rng": torch.get_rng_state(),
+                                 # the metrics of a log interval cut by the checkpoint, so resumed lines match
+                                 "metric_acc": self.acc.clone(), "metric_steps": self.acc_steps}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -224,6 +228,8 @@ class Trainer:
             if rank_state["carry"] is not None:
                 self.carry = Carry.from_state_dict(rank_state["carry"], self.device)
             torch.set_rng_state(rank_state["torch_rng"])
+            self.acc.copy_(rank_state["metric_acc"].to(self.device))
+            self.acc_steps = int(rank_state["metric_steps"])
             if "cuda_rng" in rank_state and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rank_state["cuda_rng"], self.device)
         elif self.env.is_main:
@@ -435,20 +441,18 @@ class Trainer:
                  f"({str(self.dtype).removeprefix('torch.')}), {self.stop_at} steps of {self.B} "
                  f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}")
         self._write_summary("running")
-        acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
-        acc_steps, t_log = 0, time.monotonic()
+        t_log = time.monotonic()
         last_ckpt_step, t_ckpt = self.step, time.monotonic()
         try:
             while self.step < self.stop_at and self.iterator.chunk < self.num_chunks:
                 chunk = self.iterator.chunk
                 for batch in self.iterator.chunk_batches():
-                    acc += self.train_step(batch)
-                    acc_steps += 1
+                    self.acc += self.train_step(batch)
+                    self.acc_steps += 1
                     bar.update(1)
-                    if acc_steps >= cfg.log.log_interval or self.step >= self.stop_at:
-                        self._log_train(acc, acc_steps, time.monotonic() - t_log, bar)
-                        acc.zero_()
-                        acc_steps, t_log = 0, time.monotonic()
+                    if self.step % cfg.log.log_interval == 0 or self.step >= self.stop_at:
+                        self._log_train(time.monotonic() - t_log, bar)
+                        t_log = time.monotonic()
                     due_steps = cfg.train.checkpoint_every_steps > 0 and \
                         self.step - last_ckpt_step >= cfg.train.checkpoint_every_steps
                     due_time = cfg.train.checkpoint_every_minutes > 0 and \
@@ -472,8 +476,8 @@ class Trainer:
                         if cfg.train.checkpoint_every_eval:
                             self.save_checkpoint()
                             last_ckpt_step, t_ckpt = self.step, time.monotonic()
-            if acc_steps:
-                self._log_train(acc, acc_steps, time.monotonic() - t_log, bar)
+            if self.acc_steps:
+                self._log_train(time.monotonic() - t_log, bar)
             if self.last_eval_step != self.step:
                 self._log_eval(self.evaluate())
             if last_ckpt_step != self.step or not ckpt.latest(self.run_dir.checkpoints, warn=False):
@@ -490,8 +494,11 @@ class Trainer:
             watch.restore()
             self.logger.finish()
 
-    def _log_train(self, acc: torch.Tensor, num_steps: int, seconds: float, bar: tqdm) -> None:
-        metrics = self._reduce_train(acc.clone(), num_steps)
+    def _log_train(self, seconds: float, bar: tqdm) -> None:
+        num_steps = self.acc_steps
+        metrics = self._reduce_train(self.acc.clone(), num_steps)
+        self.acc.zero_()
+        self.acc_steps = 0
         metrics["train/samples_per_s"] = num_steps * self.B / max(seconds, 1e-9)
         if not self.env.is_main:
             return
