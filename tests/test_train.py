@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import TINY, run_trainer
+
 from trm.train.entry import main
 
 GOLDEN = Path(__file__).parent / "golden" / "loss_trace.json"

@@ -1,0 +1,181 @@
+"""`jobs.txt`: the seeds' plain queue, one `tools/train.py ...` command a line, with a status box.
+
+    [ ] python tools/train.py trm/configs/quickstart.yaml arch.L_layers=1      pending
+    [-] python tools/train.py trm/configs/quickstart.yaml seed=1 [gpu3:4711]   running (owner host:pid)
+    [x] python tools/train.py trm/configs/quickstart.yaml seed=2               done
+    [!] python tools/train.py trm/configs/quickstart.yaml seed=3 [exit 1]      failed (exit status)
+    # comments and blank lines are kept as they are
+
+`tools/queue.py` runs the pending lines here (see `trm.hpc.queue`); `tools/submit.py jobs.txt`
+turns them into a sweep (`jobs_sweep`) and marks the submitted lines `[-] ... [slurm:<job id>]`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from trm.config import ConfigError, config_hash, load_config
+from trm.hpc.profile import Profile
+from trm.hpc.spec import (
+    DEFAULT_METRIC,
+    Resources,
+    RunSpec,
+    SpecError,
+    Sweep,
+    canonical_key,
+    check_name,
+    find_repo_root,
+)
+
+BOXES = {" ": "pending", "-": "running", "x": "done", "!": "failed"}
+_BOX_OF = {state: box for box, state in BOXES.items()}
+_LINE = re.compile(r"^\[(?P<box>.)\]\s+(?P<rest>\S.*?)\s*$")
+_OWNER = re.compile(r"\s+\[(?P<owner>[A-Za-z0-9._-]+:\d+)\]$")
+_EXIT = re.compile(r"\s+\[exit (?P<code>-?\d+)\]$")
+_TRAIN_SCRIPTS = ("train.py", "trm-train")
+
+
+class JobsFileError(ValueError):
+    """A jobs.txt line that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class JobLine:
+    lineno: int  # 1-based line number in the file
+    state: str  # pending | running | done | failed
+    command: str
+    owner: str = ""  # "host:pid" of the runner (or "slurm:<job id>") while running
+    exit_code: int | None = None  # of a failed command
+
+    def format(self) -> str:
+        text = f"[{_BOX_OF[self.state]}] {self.command}"
+        if self.state == "running" and self.owner:
+            text += f" [{self.owner}]"
+        if self.state == "failed" and self.exit_code is not None:
+            text += f" [exit {self.exit_code}]"
+        return text
+
+
+def parse_line(text: str, lineno: int, source: str = "jobs.txt") -> JobLine | None:
+    """One line; None for a comment or a blank line."""
+    stripped = text.strip()
+    if not stripped or stripped.startswith("#"):
+        return None
+    m = _LINE.match(stripped)
+    if not m or m["box"].lower() not in BOXES:
+        raise JobsFileError(
+            f"{source}:{lineno}: expected a status box and a command, e.g. '[ ] python tools/train.py "
+            f"CONFIG.yaml key=value' ('[ ]' pending, '[-]' running, '[x]' done, '[!]' failed, '#' comment); "
+            f"got {stripped[:80]!r}")
+    state, rest = BOXES[m["box"].lower()], m["rest"]
+    owner, code = "", None
+    if om := _OWNER.search(rest):
+        owner, rest = om["owner"], rest[: om.start()]
+    elif em := _EXIT.search(rest):
+        code, rest = int(em["code"]), rest[: em.start()]
+    return JobLine(lineno, state, rest.strip(), owner if state == "running" else "", code)
+
+
+def parse_jobs_text(text: str, source: str = "jobs.txt") -> list[JobLine]:
+    jobs = []
+    for i, line in enumerate(text.splitlines(), 1):
+        job = parse_line(line, i, source)
+        if job is not None:
+            jobs.append(job)
+    return jobs
+
+
+def replace_line(text: str, job: JobLine) -> str:
+    """`text` with line `job.lineno` rewritten to `job` (the other lines byte for byte unchanged)."""
+    lines = text.splitlines(keepends=True)
+    old = lines[job.lineno - 1]
+    newline = old[len(old.rstrip("\r\n")):]
+    lines[job.lineno - 1] = job.format() + (newline or "")
+    return "".join(lines)
+
+
+def with_state(job: JobLine, state: str, owner: str = "", exit_code: int | None = None) -> JobLine:
+    return replace(job, state=state, owner=owner, exit_code=exit_code)
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    config: str
+    overrides: list[str]
+
+
+def train_command(job: JobLine, source: str = "jobs.txt") -> TrainCommand:
+    """The config and overrides of a `[python|torchrun ...] tools/train.py CONFIG k=v ...` line."""
+    where = f"{source}:{job.lineno}"
+    try:
+        words = shlex.split(job.command)
+    except ValueError as e:
+        raise JobsFileError(f"{where}: cannot split the command into words ({e}): {job.command!r}") from None
+    start = None
+    for i, w in enumerate(words):
+        if Path(w).name in _TRAIN_SCRIPTS:
+            start = i + 1
+            break
+        if w == "-m" and i + 1 < len(words) and words[i + 1] in ("trm.train", "trm.train.entry"):
+            start = i + 2
+            break
+    if start is None or start >= len(words) or "=" in words[start]:
+        raise JobsFileError(f"{where}: expected a `tools/train.py CONFIG.yaml [key=value ...]` command, got "
+                            f"{job.command!r}")
+    overrides = words[start + 1:]
+    for w in overrides:
+        if "=" not in w:
+            raise JobsFileError(f"{where}: '{w}' is not a key=value override (in {job.command!r})")
+    return TrainCommand(words[start], overrides)
+
+
+def jobs_sweep(path: str | Path, profile: Profile, resources: Resources, runs_root: str | Path | None = None,
+               states: tuple[str, ...] = ("pending",)) -> tuple[Sweep, dict[str, JobLine]]:
+    """The lines of a jobs.txt in `states` as a sweep named after the file, and run name -> line.
+
+    A line's run name is its `run.name` override, else `<config stem>-<config hash>`.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise JobsFileError(f"jobs file '{path}' does not exist")
+    repo_root = find_repo_root(path.parent)
+    sweep_name = check_name(path.stem, f"{path}: the sweep name (the file's name)")
+    root = Path(runs_root if runs_root is not None else (profile.runs_root or "runs")).expanduser().resolve()
+    runs: list[RunSpec] = []
+    lines: dict[str, JobLine] = {}
+    for job in parse_jobs_text(path.read_text(), str(path)):
+        if job.state not in states:
+            continue
+        where = f"{path}:{job.lineno}"
+        cmd = train_command(job, str(path))
+        config_path = Path(cmd.config)
+        config_path = config_path if config_path.is_absolute() else repo_root / config_path
+        overrides: dict[str, str] = {}
+        name = ""
+        for item in cmd.overrides:
+            key, value = item.split("=", 1)
+            canon = canonical_key(key)
+            if canon == "run.name":
+                name = value
+            elif canon == "run.root":
+                raise SpecError(f"{where}: run.root is set by tools/submit.py (runs go to "
+                                f"{root}/{sweep_name}/); drop it from the line")
+            else:
+                overrides[canon] = value
+        try:
+            cfg = load_config(config_path, [f"{k}={v}" for k, v in overrides.items()])
+        except ConfigError as e:
+            raise SpecError(f"{where}: invalid config: {e}") from None
+        name = check_name(name or f"{config_path.stem}-{config_hash(cfg)[:8]}", f"{where}: run name")
+        if name in lines:
+            raise SpecError(f"{where}: run name '{name}' is also line {lines[name].lineno}'s; give one of "
+                            f"them a distinct run.name=...")
+        run = RunSpec(name, overrides, cfg, {}, {}, root / sweep_name / name, config_path)
+        run.config = load_config(config_path, run.train_argv()[1:])
+        runs.append(run)
+        lines[name] = job
+    sweep = Sweep(sweep_name, path, runs, None, DEFAULT_METRIC, resources, profile, root, Path(), repo_root)
+    return sweep, lines

@@ -1,0 +1,169 @@
+"""Cluster profiles (`env/*.yaml`): what a site needs that a sweep should not have to know.
+
+    profile = load_profile("env/dtu-lsf.yaml")     # or load_profile("local")
+
+A profile names the scheduler (slurm, lsf or local), the default queue/partition and the ones that
+exist, the modules to load, the venv to activate, environment variables, a scratch folder and the
+site's limits (array size, warning signal). Users add their cluster by copying one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+SCHEDULERS = ("slurm", "lsf", "local")
+
+# Names that look like credentials: they must never be written into a job script.
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ProfileError(ValueError):
+    """A cluster profile the user must fix; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    scheduler: Literal["slurm", "lsf", "local"]
+    path: Path | None = None  # None for the built-in "local" profile
+    queue: str = ""  # default SLURM partition / LSF queue; empty: the scheduler's default
+    queues: tuple[str, ...] = ()  # the queues the cluster has; empty: not checked before submitting
+    modules: tuple[str, ...] = ()  # `module load` each, in order, before the venv is activated
+    venv: str = ".venv"  # relative to the repo root, or absolute; empty: no activation
+    python: str = ""  # interpreter for the job; empty: <venv>/bin/python, else the submitting one
+    env: tuple[tuple[str, str], ...] = ()  # exported in the job script (never secrets)
+    setup: tuple[str, ...] = ()  # extra shell lines, run after the venv is activated (the user's own shell)
+    scratch: str = ""  # exported as TRM_SCRATCH and TMPDIR; created if missing
+    runs_root: str = ""  # where runs/<sweep>/<run> live on this cluster; empty: ./runs
+    gpu_mode: str = "exclusive_process"  # LSF -gpu mode
+    mem_per_slot: bool = True  # LSF rusage[mem] is per slot (DTU) rather than per job
+    gpu_directive: Literal["gpus-per-node", "gres"] = "gpus-per-node"  # SLURM GPU request style
+    account: str = ""  # SLURM --account / LSF -P
+    signal_delay_s: int = 120  # the warning signal comes this long before the time limit
+    array_limit: int = 1000  # largest array the site accepts (SLURM MaxArraySize-1, LSF MAX_JOB_ARRAY_SIZE)
+    array_parallelism: int = 64  # at most this many elements of one array run at once
+    max_num_timeout: int = 3  # requeues after hitting the time limit; preemptions are unlimited
+    lsf_requeue: Literal["exit_code", "brequeue"] = "exit_code"  # LSF: `-Q 75` + exit 75, or brequeue
+    extra_directives: tuple[str, ...] = ()  # raw scheduler options, e.g. "--qos=high" or "-R select[gpu32gb]"
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def venv_path(self, repo_root: Path) -> Path | None:
+        if not self.venv:
+            return None
+        path = Path(os.path.expanduser(self.venv))
+        return path if path.is_absolute() else repo_root / path
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Profile) if f.name not in ("path",)}
+
+
+def _expand(value: str, where: str) -> str:
+    """Expand ~ and $VARS of the submitting shell; an unset variable is an error, not an empty string."""
+    missing = [m for m in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", value) if m not in os.environ]
+    if missing:
+        raise ProfileError(f"{where}: '{value}' uses ${missing[0]}, which is not set in this shell")
+    return os.path.expanduser(os.path.expandvars(value))
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list):
+        raise ProfileError(f"{where}: expected a list of strings, got {value!r}")
+    for item in value:
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
+            raise ProfileError(f"{where}: expected a list of strings, got item {item!r}")
+    return tuple(str(v) for v in value)
+
+
+def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None) -> Profile:
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise ProfileError(f"{source}: unknown key '{unknown[0]}'. Valid keys: {', '.join(sorted(_FIELDS))}")
+    kw: dict[str, Any] = {}
+    scheduler = raw.get("scheduler")
+    if scheduler not in SCHEDULERS:
+        raise ProfileError(f"{source}: 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    kw["scheduler"] = scheduler
+    kw["name"] = str(raw.get("name") or (path.stem if path else scheduler))
+    for key in ("queues", "modules", "setup", "extra_directives"):
+        kw[key] = _strings(raw.get(key), f"{source}: {key}")
+    env = raw.get("env") or {}
+    if not isinstance(env, dict):
+        raise ProfileError(f"{source}: env must be a mapping NAME: value, got {env!r}")
+    pairs = []
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ProfileError(f"{source}: env: '{name}' is not a valid environment variable name")
+        if _SECRET_NAME.search(name):
+            raise ProfileError(
+                f"{source}: env: '{name}' looks like a credential; secrets never go into job scripts. "
+                f"Log in on the cluster instead (e.g. `wandb login`, which stores the key in ~/.netrc)")
+        if isinstance(value, (dict, list)) or value is None:
+            raise ProfileError(f"{source}: env: {name} must be a string or number, got {value!r}")
+        pairs.append((name, str(value).lower() if isinstance(value, bool) else str(value)))
+    kw["env"] = tuple(pairs)
+    for key in ("queue", "venv", "python", "gpu_mode", "account"):
+        if key in raw and raw[key] is not None:
+            if not isinstance(raw[key], str):
+                raise ProfileError(f"{source}: {key} must be a string, got {raw[key]!r}")
+            kw[key] = raw[key]
+    for key in ("scratch", "runs_root"):
+        if raw.get(key):
+            if not isinstance(raw[key], str):
+                raise ProfileError(f"{source}: {key} must be a path, got {raw[key]!r}")
+            kw[key] = _expand(raw[key], f"{source}: {key}")
+    for key in ("signal_delay_s", "array_limit", "array_parallelism", "max_num_timeout"):
+        if key in raw:
+            value, low = raw[key], (0 if key == "max_num_timeout" else 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ProfileError(f"{source}: {key} must be an integer >= {low}, got {value!r}")
+            kw[key] = value
+    if "mem_per_slot" in raw:
+        if not isinstance(raw["mem_per_slot"], bool):
+            raise ProfileError(f"{source}: mem_per_slot must be true or false, got {raw['mem_per_slot']!r}")
+        kw["mem_per_slot"] = raw["mem_per_slot"]
+    choice_keys = (("gpu_directive", ("gpus-per-node", "gres")), ("lsf_requeue", ("exit_code", "brequeue")))
+    for key, choices in choice_keys:
+        if key in raw:
+            if raw[key] not in choices:
+                raise ProfileError(f"{source}: {key} must be one of {', '.join(choices)}, got {raw[key]!r}")
+            kw[key] = raw[key]
+    if kw.get("queue") and kw["queues"] and kw["queue"] not in kw["queues"]:
+        raise ProfileError(f"{source}: queue '{kw['queue']}' is not in queues ({', '.join(kw['queues'])})")
+    return Profile(path=path, **kw)
+
+
+LOCAL = Profile(name="local", scheduler="local", venv="")
+
+
+def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:
+    """`ref` is "local" (no scheduler) or a YAML file, relative to `repo_root` (default: cwd) or absolute."""
+    if str(ref) == "local":
+        return LOCAL
+    path = Path(ref)
+    if not path.is_absolute():
+        path = (repo_root or Path.cwd()) / path
+    if not path.is_file():
+        shipped = sorted(p.name for p in (repo_root or Path.cwd()).glob("env/*.yaml"))
+        raise ProfileError(f"profile '{ref}' does not exist (looked at {path}). Use 'local' or one of "
+                           f"env/: {', '.join(shipped) or 'none found'}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ProfileError(f"profile {path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"profile {path}: expected a mapping of settings, got {type(raw).__name__}")
+    return profile_from_dict(raw, f"profile {path}", path)
+

@@ -1,0 +1,268 @@
+"""From a loaded sweep to jobs: plan (never clobber), freeze configs, render, submit, record.
+
+    result = submit_sweep(sweep, existing="refuse")        # or "skip", "resume"
+    paths = dry_run(sweep, out_dir)                        # the scripts that would be submitted
+
+What happens to runs that already exist is the user's choice: `refuse` (the default) stops before
+anything is submitted and names them; `skip` leaves them alone; `resume` resubmits the ones that
+failed, were cancelled or never went out, to continue from their checkpoints (`train.resume=auto`),
+and leaves queued, running and finished ones alone. A run's `config.yaml` is frozen at its first
+submit; resubmitting with a different computing config is refused. With a scheduler, several runs
+go out as job arrays, chunked under the profile's `array_limit`; without one (`local`), runs train
+one after the other in the foreground.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from trm.config import ConfigError, config_diff, config_from_dict, to_yaml
+from trm.data.format import atomic_write_text
+from trm.hpc.job import TrainJob
+from trm.hpc.render import ScriptRequest, job_python, render_script, submitit_command
+from trm.hpc.runstate import FINISHED, now, read_status, update_status
+from trm.hpc.scheduler import ALIVE, job_states
+from trm.hpc.spec import RunSpec, Sweep
+
+EXISTING = ("refuse", "skip", "resume")
+_SUFFIX = {"slurm": "sbatch", "lsf": "bsub", "local": "sh"}
+
+
+class SubmitError(RuntimeError):
+    """Nothing (or only part, as the message says) was submitted; the message says why and what to do."""
+
+
+@dataclass
+class SubmitResult:
+    submitted: dict[str, str] = field(default_factory=dict)  # run -> job id
+    skipped: dict[str, str] = field(default_factory=dict)  # run -> reason
+    failed: dict[str, str] = field(default_factory=dict)  # run -> why (local runs that failed)
+
+
+def logs_dir(sweep: Sweep) -> Path:
+    return sweep.dir / "logs"
+
+
+def _exists(run: RunSpec) -> bool:
+    return any((run.run_dir / name).exists() for name in ("config.yaml", "status.json", "summary.json",
+                                                            "metrics.jsonl", "checkpoints"))
+
+
+def _frozen_config_problem(run: RunSpec) -> str | None:
+    path = run.run_dir / "config.yaml"
+    if not path.exists():
+        return None
+    try:
+        old = config_from_dict(yaml.safe_load(path.read_text()) or {})
+    except (ConfigError, yaml.YAMLError) as e:
+        return f"{path} cannot be read back ({e})"
+    diff = config_diff(old, run.config)
+    return f"{path} was frozen with a different config: {'; '.join(diff)}" if diff else None
+
+
+def plan(sweep: Sweep, runs: list[RunSpec], existing: str) -> tuple[list[RunSpec], dict[str, str]]:
+    """Which runs to submit, and why the others are skipped. Raises SubmitError for `refuse`."""
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
+    present = [r for r in runs if _exists(r)]
+    if present and existing == "refuse":
+        names = ", ".join(r.name for r in present[:10]) + (" ..." if len(present) > 10 else "")
+        raise SubmitError(f"sweep {sweep.name}: {len(present)} run(s) already exist under {sweep.dir}: {names}. "
+                          f"Nothing was submitted. Use --skip-existing to submit only the new runs, or --resume to "
+                          f"also resubmit failed/cancelled runs from their checkpoints.")
+    statuses = {r.name: read_status(r.run_dir) for r in present}
+    live_ids = [s["job_ids"][-1] for s in statuses.values()
+                if s.get("job_ids") and s.get("state") not in FINISHED]
+    states = job_states(sweep.profile, live_ids) if existing == "resume" and live_ids else {}
+    todo, skipped = [], {}
+    for run in runs:
+        if run not in present:
+            todo.append(run)
+            continue
+        status = statuses[run.name]
+        if existing == "skip":
+            skipped[run.name] = f"exists ({status.get('state', 'no status')})"
+            continue
+        state = status.get("state", "")
+        last = (status.get("job_ids") or [""])[-1]
+        if state == "done":
+            skipped[run.name] = "done"
+        elif state not in FINISHED and last and states.get(last, "UNKNOWN") in ALIVE:
+            skipped[run.name] = f"{state} as job {last}"
+        elif problem := _frozen_config_problem(run):
+            raise SubmitError(f"run {run.name}: {problem}. Nothing was submitted; rename the run or restore "
+                              f"its config.")
+        else:
+            todo.append(run)
+    return todo, skipped
+
+
+def check_datasets(sweep: Sweep, runs: list[RunSpec]) -> None:
+    """Every dataset a run trains on must exist (relative paths are taken from the repo root)."""
+    missing: dict[str, list[str]] = {}
+    for run in runs:
+        d = run.config.data
+        for p in [*d.data_paths, *d.data_paths_test]:
+            path = Path(p) if Path(p).is_absolute() else sweep.repo_root / p
+            if not (path / "train").is_dir() and not (path / "test").is_dir():
+                missing.setdefault(p, []).append(run.name)
+    if missing:
+        lines = "; ".join(f"{p} (runs {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})"
+                          for p, names in missing.items())
+        raise SubmitError(f"sweep {sweep.name}: dataset(s) not found: {lines}. Nothing was submitted. Build them "
+                          f"first (python tools/build_data.py ...), or pass --no-data-check if they exist only on "
+                          f"the compute nodes.")
+
+
+def _chunks(runs: list[RunSpec], size: int) -> list[list[RunSpec]]:
+    return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+
+def dry_run(sweep: Sweep, runs: list[RunSpec], out_dir: Path, array: bool = True,
+            python: str | None = None) -> list[Path]:
+    """Write the scripts `submit_sweep` would submit, one per job (an array chunk or a run)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = logs_dir(sweep)
+    command = submitit_command(python or job_python(sweep.profile, sweep.repo_root), folder)
+    prof, ext = sweep.profile, _SUFFIX[sweep.profile.scheduler]
+    written = []
+    if array and prof.scheduler != "local" and len(runs) > 1:
+        groups = _chunks(runs, prof.array_limit)
+        for i, chunk in enumerate(groups):
+            req = ScriptRequest(prof, sweep.resources, sweep.name, folder, command, sweep.repo_root,
+                                array_size=len(chunk), runs=tuple(r.name for r in chunk), sweep=sweep.name)
+            path = out_dir / (f"{sweep.name}.array{i}.{ext}" if len(groups) > 1 else f"{sweep.name}.array.{ext}")
+            atomic_write_text(path, render_script(req))
+            written.append(path)
+    else:
+        for run in runs:
+            req = ScriptRequest(prof, sweep.resources, f"{sweep.name}.{run.name}", folder, command,
+                                sweep.repo_root, runs=(run.name,), sweep=sweep.name)
+            path = out_dir / f"{run.name}.{ext}"
+            atomic_write_text(path, render_script(req))
+            written.append(path)
+    return written
+
+
+def _prepare(run: RunSpec, scheduler: str) -> Callable[[], None]:
+    """Freeze the config and mark the run pending before it goes out (the job may start at once and
+    must find both); returns the undo for a refused submission."""
+    previous = read_status(run.run_dir)
+    new_dir, new_config = not run.run_dir.exists(), not (run.run_dir / "config.yaml").exists()
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    if new_config:
+        atomic_write_text(run.run_dir / "config.yaml", to_yaml(run.config))
+    update_status(run.run_dir, state="pending", scheduler=scheduler, message="",
+                  **({} if previous.get("submitted_at") else {"submitted_at": now()}))
+
+    def undo() -> None:
+        if previous:
+            atomic_write_text(run.run_dir / "status.json", json.dumps(previous, indent=2) + "\n")
+        else:
+            (run.run_dir / "status.json").unlink(missing_ok=True)
+        if new_config:
+            (run.run_dir / "config.yaml").unlink(missing_ok=True)
+        if new_dir:
+            for leftover in (".status.lock",):
+                (run.run_dir / leftover).unlink(missing_ok=True)
+            try:
+                run.run_dir.rmdir()
+            except OSError:
+                pass
+
+    return undo
+
+
+def _record(run: RunSpec, job) -> None:  # noqa: ANN001 (a submitit Job)
+    update_status(run.run_dir, add_job_id=job.job_id, add_log_path=str(job.paths.stdout))
+
+
+def submit_sweep(sweep: Sweep, runs: list[RunSpec] | None = None, existing: str = "refuse", array: bool = True,
+                 data_check: bool = True, python: str | None = None,
+                 say: Callable[[str], None] = print) -> SubmitResult:
+    from trm.hpc.backends import make_executor
+
+    runs = list(sweep.runs if runs is None else runs)
+    todo, skipped = plan(sweep, runs, existing)
+    result = SubmitResult(skipped=skipped)
+    for name, why in skipped.items():
+        say(f"skip {name}: {why}")
+    if not todo:
+        return result
+    if data_check:
+        check_datasets(sweep, todo)
+    folder = logs_dir(sweep)
+    prof = sweep.profile
+    undo = {run.name: _prepare(run, prof.scheduler) for run in todo}
+
+    def failed_submission(chunk: list[RunSpec], error: Exception) -> SubmitError:
+        for run in todo:
+            if run.name not in result.submitted:
+                undo[run.name]()
+        names = ", ".join(r.name for r in chunk)
+        done = ", ".join(f"{k} ({v})" for k, v in result.submitted.items()) or "none"
+        return SubmitError(f"sweep {sweep.name}: the scheduler refused run(s) {names}:\n{error}\n"
+                           f"Already submitted: {done}. Not submitted: "
+                           f"{', '.join(r.name for r in todo if r.name not in result.submitted)}.")
+
+    if prof.scheduler == "local":
+        return _run_locally(sweep, todo, result, python, say)
+    if array and len(todo) > 1:
+        for chunk in _chunks(todo, prof.array_limit):
+            executor = make_executor(prof, folder, sweep.resources, sweep.repo_root, sweep.name, python)
+            try:
+                with executor.batch():
+                    jobs = [executor.submit(TrainJob(r.run_dir)) for r in chunk]
+            except Exception as e:  # submitit raises FailedJobError with the scheduler's own message
+                raise failed_submission(chunk, e) from None
+            for run, job in zip(chunk, jobs):
+                _record(run, job)
+                result.submitted[run.name] = job.job_id
+            say(f"submitted {len(chunk)} run(s) of {sweep.name} as array job {jobs[0].job_id.split('_')[0]}")
+    else:
+        executor = make_executor(prof, folder, sweep.resources, sweep.repo_root, sweep.name, python)
+        for run in todo:
+            executor.update_parameters(job_name=f"{sweep.name}.{run.name}")
+            try:
+                job = executor.submit(TrainJob(run.run_dir))
+            except Exception as e:
+                raise failed_submission([run], e) from None
+            _record(run, job)
+            result.submitted[run.name] = job.job_id
+            say(f"submitted {run.name} as job {job.job_id} (log {job.paths.stdout})")
+    return result
+
+
+def _run_locally(sweep: Sweep, todo: list[RunSpec], result: SubmitResult, python: str | None,
+                 say: Callable[[str], None]) -> SubmitResult:
+    """No scheduler: one run after the other through submitit's local executor, in the foreground."""
+    from trm.hpc.backends import make_executor
+
+    for i, run in enumerate(todo, 1):
+        executor = make_executor(sweep.profile, logs_dir(sweep), sweep.resources, sweep.repo_root,
+                                 f"{sweep.name}.{run.name}", python)
+        job = executor.submit(TrainJob(run.run_dir))
+        _record(run, job)
+        result.submitted[run.name] = job.job_id
+        say(f"[{i}/{len(todo)}] {run.name}: training locally (log {job.paths.stdout})")
+        try:
+            job.result()
+        except KeyboardInterrupt:
+            job.cancel()
+            update_status(run.run_dir, state="cancelled", message="interrupted (Ctrl-C)")
+            raise
+        except Exception as e:  # the run failed; its status and log say why, the sweep goes on
+            status = read_status(run.run_dir)
+            if status.get("state") not in FINISHED:
+                update_status(run.run_dir, state="failed", message=str(e).strip().splitlines()[-1][:500])
+            result.failed[run.name] = read_status(run.run_dir).get("message", str(e))
+            say(f"[{i}/{len(todo)}] {run.name}: FAILED: {result.failed[run.name]} (log {job.paths.stderr})")
+            continue
+        say(f"[{i}/{len(todo)}] {run.name}: done")
+    return result
+
