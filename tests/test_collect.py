@@ -189,6 +189,13 @@ def test_status_json_wins_over_summary(tmp_path: Path) -> None:
     assert (row.state, row.attempts, row.updated_at) == ("requeued", 3, "2026-02-02T00:00:00Z")
 
 
+def test_failed_run_shows_the_cluster_layers_message(tmp_path: Path) -> None:
+    write_run(tmp_path / "s", "r", state="running",
+              status={"state": "failed", "attempts": 2, "message": "exit code 1: CUDA out of memory"})
+    row = collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0]
+    assert (row.state, row.attempts, row.problems) == ("failed", 2, ["failed: exit code 1: CUDA out of memory"])
+
+
 def test_running_run_shows_its_last_eval_and_newest_step(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "s", "r", state="running", evals=[(100, 0.5)])
     with (run_dir / "metrics.jsonl").open("a") as f:

@@ -21,8 +21,9 @@ from trm.hpc.collect.sweep import CollectError, RunEntry, SweepEntry, resolve_in
 log = logging.getLogger("trm.hpc.collect")
 
 NOT_STARTED = "not started"
-# status.json states before the trainer has written anything: a missing summary.json is expected there.
-_PRE_START_STATES = {"pending", "submitted", "queued", NOT_STARTED}
+# States before the trainer has written anything (trm.hpc.runstate: pending = submitted, not started):
+# a missing summary.json is expected there.
+_PRE_START_STATES = {"pending", NOT_STARTED}
 # Config keys that never distinguish one run's computation from another's.
 _IGNORED_KEYS = set(RUNTIME_KEYS) | {"run.name", "run.root", "run.project"}
 _METRIC_ORDER = ("exact_accuracy", "accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")
@@ -128,6 +129,9 @@ def _set_state(row: RunResult, files: RunFiles) -> None:
     if files.exists and summary is None and not (row.run_dir / "summary.json").exists() \
             and row.state not in _PRE_START_STATES:
         row.problems.append("no summary.json yet (the trainer writes it at its first log interval)")
+    message = _typed(status, "message", str, "status.json", row.problems)
+    if row.state in ("failed", "cancelled") and message:
+        row.problems.append(f"{row.state}: {message}")  # the cluster layer's reason, e.g. the exit code
     if files.torn_tail and row.state != "running":
         row.problems.append("metrics.jsonl: the last line is incomplete (a torn write) and was skipped")
     if summary and isinstance(summary.get("run_name"), str) and summary["run_name"] not in (row.name, ""):
