@@ -1,10 +1,11 @@
-"""The collector on run directories the real trainer wrote (tiny 4x4 Sudoku runs on the CPU)."""
+"""The collector on run directories the real trainer and cluster layer wrote (tiny 4x4 Sudoku runs, CPU)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import pytest
 from conftest import TINY, run_trainer
 
 from trm.hpc.collect import main
@@ -35,3 +36,43 @@ def test_collects_what_the_trainer_wrote(tmp_path: Path, sudoku4: Path) -> None:
     assert float(deeper["eval/accuracy:delta"]) == float(deeper["eval/accuracy:final"]) - float(
         base["eval/accuracy:final"])
     assert sorted(p.name for p in out.iterdir()) == ["tiny.csv", "tiny_curves.png", "tiny_final.png"]
+
+
+@pytest.mark.slow  # two runs through submitit's local executor: about 20 s on 2 cores
+def test_collects_a_sweep_submitted_locally(tmp_path: Path, sudoku4: Path) -> None:
+    """Spec -> trm.hpc.submit (local profile: submitit's local executor) -> trainer -> collector."""
+    from trm.hpc.spec import load_sweep
+    from trm.hpc.submit import submit_sweep
+
+    overrides = ", ".join(f"{k}: {v}" for k, v in (item.split("=", 1) for item in TINY))
+    spec = tmp_path / "jobs" / "tiny.yaml"
+    spec.parent.mkdir()
+    spec.write_text(f"""
+name: tiny
+config: {ROOT / "trm" / "configs" / "quickstart.yaml"}
+overrides: {{{overrides}, data.data_paths: [{sudoku4}], train.max_steps: 10}}
+baseline: base
+runs:
+  - name: base
+    expected: {{eval/exact_accuracy: 0.0}}
+  - name: wider
+    overrides: {{arch.hidden_size: 64}}
+    expected_delta: {{eval/accuracy: 0.01}}
+  - name: later
+    overrides: {{arch.L_layers: 2}}
+""")
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs")
+    result = submit_sweep(sweep, runs=sweep.runs[:2], say=lambda line: None)
+    assert sorted(result.submitted) == ["base", "wider"] and not result.failed
+    out = tmp_path / "results"
+    assert main([str(spec), "--runs-root", str(tmp_path / "runs"), "--out", str(out), "--quiet"]) == 0
+    with (out / "tiny.csv").open(newline="") as f:
+        rows = {row["name"]: row for row in csv.DictReader(f)}
+    assert list(rows) == ["base", "wider", "later"]
+    for name in ("base", "wider"):  # state and attempts from the cluster layer's status.json
+        assert (rows[name]["state"], rows[name]["attempts"], rows[name]["problems"]) == ("done", "1", "")
+    assert rows["wider"]["overrides"] == "arch.hidden_size=64"
+    assert int(rows["wider"]["num_params"]) > int(rows["base"]["num_params"])
+    assert rows["base"]["eval/exact_accuracy:expected"] == "0.0"
+    assert rows["wider"]["eval/accuracy:expected_delta"] == "0.01" and rows["wider"]["eval/accuracy:delta"]
+    assert (rows["later"]["state"], rows["later"]["depth"], rows["later"]["problems"]) == ("not started", "12", "")
