@@ -176,3 +176,14 @@ def test_resume_modes_and_config_changes(sudoku4, tmp_path):
     path = ckpt.latest(tmp_path / "c" / "checkpoints", warn=False)
     res = run_trainer([*base, "+run_name=d", f"train.resume={path}", "train.max_steps=8", "optim.lr=5e-3"])
     assert res.returncode == 0 and f"resumed from {path} at step 6" in res.stdout
+
+
+def test_checkpoints_every_few_seconds_not_only_at_evals(sudoku4, tmp_path):
+    from trm.train.entry import main
+
+    rc = main([CONFIG, *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}", "+run_name=minutes",
+               "train.epochs=100", "eval.eval_interval=100", "train.max_steps=300", "train.checkpoint_every_eval=false",
+               "train.checkpoint_every_minutes=0.005", "train.keep_checkpoints=1000"])
+    assert rc == 0
+    steps = [s for s, _, ok in ckpt.list_checkpoints(tmp_path / "minutes" / "checkpoints") if ok]
+    assert len(steps) >= 3 and steps[-1] == 300, steps

@@ -124,3 +124,18 @@ def test_test_mode_visits_every_example_once_and_pads(tmp_path):
     r0, r1 = list(eval_batches(split, 4, 0, 2)), list(eval_batches(split, 4, 1, 2))
     assert [b.inputs.shape[0] for b in r0 + r1] == [2, 2, 2, 2]
     assert len(list(eval_batches(split, 4, 0, 1, max_batches=1))) == 1
+
+
+def test_check_data_cli_reports_problems_and_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    good = make_dataset(tmp_path / "good", [[1, 2], [3]])
+    res = subprocess.run([sys.executable, str(root / "tools" / "check_data.py"), str(good)], capture_output=True,
+                         text=True)
+    assert res.returncode == 0 and "train: ok: 6 examples, 3 puzzles, 2 groups" in res.stdout
+    (good / "test" / "all__group_indices.npy").unlink()
+    res = subprocess.run([sys.executable, str(root / "tools" / "check_data.py"), str(good)], capture_output=True,
+                         text=True)
+    assert res.returncode == 1 and "all__group_indices.npy: missing" in res.stdout

@@ -412,7 +412,8 @@ def to_yaml(cfg: Config) -> str:
 
 # Keys that change how a run is executed but not what it computes: a resume may change them.
 RUNTIME_KEYS = {
-    "train.device", "train.compile", "train.max_steps", "train.checkpoint_every_steps", "train.checkpoint_every_minutes",
+    "train.device", "train.compile", "train.max_steps", "train.checkpoint_every_steps",
+    "train.checkpoint_every_minutes",
     "train.checkpoint_every_eval", "train.keep_checkpoints", "train.resume", "train.resume_ignore_config_change",
     "train.time_limit_minutes", "train.time_limit_margin_minutes", "train.signals", "log.wandb",
     "log.log_interval", "log.progress", "run.root", "run.name", "run.project", "eval.max_batches",

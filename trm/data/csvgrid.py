@@ -92,3 +92,38 @@ def read_puzzle_csv(path: Path, cells: int, question_chars: dict[str, int],
                              f"{sorted(chars)}")
         out.append(tokens)
     return PuzzleTable(out[0], out[1], np.array(ratings), line_arr, path)
+
+
+def csv_pair(input_csv: str | None, test_csv: str | None, hf_repo: str) -> tuple[Path, Path]:
+    """(train.csv, test.csv): from a folder, from two files, or downloaded from `hf_repo` when none given."""
+    if input_csv is None:
+        if test_csv is not None:
+            raise BuildError("--test-csv needs --input-csv TRAIN_FILE")
+        return download_hf_pair(hf_repo)
+    src = Path(input_csv)
+    if src.is_dir():
+        if test_csv is not None:
+            raise BuildError("--test-csv is only for --input-csv FILE; a folder must hold train.csv and "
+                             "test.csv")
+        return src / "train.csv", src / "test.csv"
+    if test_csv is None:
+        raise BuildError(f"--input-csv {src} is a file (or missing); give the test file with --test-csv, or "
+                         f"point --input-csv at a folder holding train.csv and test.csv")
+    return src, Path(test_csv)
+
+
+def download_hf_pair(repo: str) -> tuple[Path, Path]:
+    """Fetch train.csv/test.csv of a Hugging Face dataset (needs network; never used in tests)."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise BuildError(f"downloading {repo} needs the huggingface_hub package (pip install "
+                         f"huggingface_hub); offline, pass --input-csv with local CSVs or --generate N"
+                         ) from None
+    try:
+        paths = [Path(hf_hub_download(repo, f"{split}.csv", repo_type="dataset"))
+                 for split in ("train", "test")]
+    except Exception as e:  # the hub raises many network/HTTP types; all mean "could not fetch"
+        raise BuildError(f"could not download {repo} ({type(e).__name__}: {e}); offline, pass --input-csv "
+                         f"with local CSVs or --generate N") from None
+    return paths[0], paths[1]

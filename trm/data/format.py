@@ -49,7 +49,8 @@ class Metadata:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise DatasetError(f"{path}: missing (is this a dataset folder? build one with tools/build_data.py)") from None
+            raise DatasetError(f"{path}: missing (is this a dataset folder? build one with tools/build_data.py)") \
+                from None
         except json.JSONDecodeError as e:
             raise DatasetError(f"{path}: not valid JSON ({e})") from None
         names = {f.name for f in dataclasses.fields(cls)}
@@ -81,11 +82,18 @@ class Split:
         return int(self.group_indices.shape[0] - 1)
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array)
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; datasets are shared on a cluster
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -100,6 +108,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,11 +6,12 @@ builder and arguments is a no-op; a folder holding anything else is replaced onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,6 +81,7 @@ class SplitData:
     puzzle_identifiers: np.ndarray
     puzzle_indices: np.ndarray
     group_indices: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # more per-puzzle arrays, e.g. num_demos
 
     @classmethod
     def one_example_per_puzzle(cls, inputs: np.ndarray, labels: np.ndarray, puzzles_per_group: int,
@@ -98,8 +100,27 @@ class SplitData:
                         mean_puzzle_examples=float(self.inputs.shape[0] / max(num_puzzles, 1)), **kw)
 
 
+@dataclass
+class Built:
+    """What a builder hands to the writer, plus lines to print."""
+
+    splits: dict[str, SplitData]
+    meta: dict[str, object]
+    identifiers: list[str]
+    extra_files: dict[str, str] = field(default_factory=dict)
+    report: list[str] = field(default_factory=list)
+    # builders whose arrays do not fit in memory write the splits themselves into the staging folder
+    write_splits: Callable[[Path], None] | None = None
+
+
+def row_keys(a: np.ndarray) -> list[bytes]:
+    a = np.ascontiguousarray(np.asarray(a, dtype=np.uint8))
+    return [r.tobytes() for r in a]
+
+
 def write_dataset(out: Path, info: dict[str, Any], splits: dict[str, SplitData], meta: dict[str, Any],
-                  identifiers: list[str], extra_files: dict[str, str] | None = None) -> None:
+                  identifiers: list[str], extra_files: dict[str, str] | None = None,
+                  write_splits: Callable[[Path], None] | None = None) -> None:
     """Write all splits into a staging folder beside `out`, validate, then swap it in.
 
     A reader never sees a half-written dataset; an old folder (allowed by --force) is removed only after the
@@ -112,9 +133,13 @@ def write_dataset(out: Path, info: dict[str, Any], splits: dict[str, SplitData],
         shutil.rmtree(stage)
     stage.mkdir()
     try:
+        if write_splits is not None:
+            write_splits(stage)
         for name, split in splits.items():
             write_split(stage, name, split.metadata(**meta), split.inputs, split.labels,
                         split.puzzle_identifiers, split.puzzle_indices, split.group_indices)
+            for extra, array in split.extra.items():
+                np.save(stage / name / f"all__{extra}.npy", array)
         write_identifiers(stage, identifiers)
         for fname, text in (extra_files or {}).items():
             atomic_write_text(stage / fname, text)
@@ -133,6 +158,57 @@ def write_dataset(out: Path, info: dict[str, Any], splits: dict[str, SplitData],
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+class StreamingSplit:
+    """Write one split example-block by example-block into .npy files (for datasets larger than memory).
+
+    Produces the same files as trm.data.format.write_split: uint8 token arrays, int32 index arrays.
+    """
+
+    def __init__(self, root: Path, split: str, num_examples: int, seq_len: int, meta: dict[str, Any]) -> None:
+        self.dir = Path(root) / split
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.meta = meta
+        self.arrays = {name: np.lib.format.open_memmap(self.dir / f"all__{name}.npy", mode="w+",
+                                                       dtype=np.uint8, shape=(num_examples, seq_len))
+                       for name in ("inputs", "labels")}
+        self.num_examples = num_examples
+        self.pos = 0
+        self.puzzle_indices = [0]
+        self.group_indices = [0]
+        self.identifiers: list[int] = []
+        self.extra: dict[str, list[int]] = {}
+
+    def add_group(self, inputs: np.ndarray, labels: np.ndarray, identifiers: np.ndarray,
+                  **extra: np.ndarray) -> None:
+        """One group: inputs/labels (puzzles, examples, seq_len), one identifier (and extras) per puzzle."""
+        num_p, num_e = inputs.shape[:2]
+        end = self.pos + num_p * num_e
+        self.arrays["inputs"][self.pos:end] = inputs.reshape(num_p * num_e, -1)
+        self.arrays["labels"][self.pos:end] = labels.reshape(num_p * num_e, -1)
+        self.puzzle_indices.extend(range(self.pos + num_e, end + 1, num_e))
+        self.pos = end
+        self.identifiers.extend(int(i) for i in identifiers)
+        self.group_indices.append(len(self.identifiers))
+        for name, values in extra.items():
+            self.extra.setdefault(name, []).extend(int(v) for v in values)
+
+    def close(self) -> None:
+        if self.pos != self.num_examples:
+            raise BuildError(f"{self.dir}: wrote {self.pos} examples, expected {self.num_examples} "
+                             f"(builder bug)")
+        for a in self.arrays.values():
+            a.flush()
+        del self.arrays
+        index = {"puzzle_identifiers": self.identifiers, "puzzle_indices": self.puzzle_indices,
+                 "group_indices": self.group_indices}
+        for name, values in {**index, **self.extra}.items():
+            np.save(self.dir / f"all__{name}.npy", np.asarray(values, dtype=np.int32))
+        num_puzzles = len(self.identifiers)
+        meta = Metadata(total_groups=len(self.group_indices) - 1, total_puzzles=num_puzzles,
+                        mean_puzzle_examples=float(self.num_examples / max(num_puzzles, 1)), **self.meta)
+        atomic_write_text(self.dir / "dataset.json", json.dumps(dataclasses.asdict(meta), indent=2))
 
 
 def _share_like_umask(root: Path) -> None:

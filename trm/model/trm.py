@@ -188,7 +188,8 @@ class TRM(nn.Module):
                     # Q-learning bootstrap target from one more (no-grad) step on the updated state.
                     # The reference's TRM file unpacks five values here and crashes; this is the HRM logic.
                     _, _, _, next_halt, next_cont = self.inner(z_H, z_L, inputs, puzzle_ids)
-                    target_q_continue = torch.sigmoid(torch.where(is_last, next_halt, torch.maximum(next_halt, next_cont)))
+                    bootstrap = torch.where(is_last, next_halt, torch.maximum(next_halt, next_cont))
+                    target_q_continue = torch.sigmoid(bootstrap)
             elif not self.training and halt_early:
                 halted = halted | (q_halt > 0)
 

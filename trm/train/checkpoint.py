@@ -172,7 +172,7 @@ class CheckpointWriter:
 
     def _prune(self, newest: int) -> None:
         complete = [(s, d) for s, d, ok in list_checkpoints(self.root) if ok]
-        for s, d in complete[:-self.keep]:
+        for _, d in complete[:-self.keep]:
             shutil.rmtree(d, ignore_errors=True)
         for s, d, ok in list_checkpoints(self.root):
             if not ok and s < newest:

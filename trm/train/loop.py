@@ -311,7 +311,8 @@ class Trainer:
                 continue
             # Accuracies are over the slots that halted; in an interval where none did they are unknown.
             out[f"train/{k}"] = x / (self.B * num_steps) if k.endswith("loss") else (x / count if count else math.nan)
-        out["train/loss"] = out["train/lm_loss"] + 0.5 * (out["train/q_halt_loss"] + out.get("train/q_continue_loss", 0.0))
+        q_loss = out["train/q_halt_loss"] + out.get("train/q_continue_loss", 0.0)
+        out["train/loss"] = out["train/lm_loss"] + 0.5 * q_loss
         out["train/lr"] = self._lr
         return out
 
@@ -349,15 +350,16 @@ class Trainer:
                     if bool(done.all()):
                         break
                 if evaluators or cfg.eval.save_predictions:
-                    rows = {"inputs": batch.inputs, "labels": batch.labels, "puzzle_identifiers": batch.puzzle_identifiers,
-                            "preds": preds, "q_halt_logits": q_halt}
+                    rows = {"inputs": batch.inputs, "labels": batch.labels, "preds": preds,
+                            "puzzle_identifiers": batch.puzzle_identifiers, "q_halt_logits": q_halt}
                     mine = {k: v[batch.valid].cpu().numpy() for k, v in rows.items()}
                     parts = gather_objects(self.env, mine)
                     if self.env.is_main:
                         merged = {k: np.concatenate([p[k] for p in parts]) for k in mine}
                         for e in evaluators:
                             e.update(**merged)
-                        if cfg.eval.save_predictions and sum(len(s["preds"]) for s in saved) < cfg.eval.save_predictions:
+                        kept = sum(len(s["preds"]) for s in saved)
+                        if cfg.eval.save_predictions and kept < cfg.eval.save_predictions:
                             saved.append(merged)
         finally:
             if self.ema:

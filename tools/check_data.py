@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Check dataset folders against the on-disk format: `python tools/check_data.py data/maze-30x30-hard-1k [...]`.
+
+Prints every problem (missing file, shape or dtype mismatch, index arrays not increasing, token outside the
+vocabulary) or a one-line description of each split; exits 1 if any folder has a problem.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trm.data.format import read_split, validate_dataset  # noqa: E402
+
+
+def main(paths: list[str]) -> int:
+    if not paths:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    bad = 0
+    for path in paths:
+        problems = validate_dataset(path)
+        if problems:
+            bad += 1
+            print(f"{path}: {len(problems)} problem(s)")
+            for p in problems:
+                print(f"  - {p}")
+            continue
+        for split in ("train", "test"):
+            s = read_split(path, split)
+            m = s.meta
+            print(f"{path}/{split}: ok: {s.num_examples} examples, {len(s.puzzle_identifiers)} puzzles, "
+                  f"{s.num_groups} groups; seq_len {m.seq_len}, vocab {m.vocab_size}, "
+                  f"{m.num_puzzle_identifiers} puzzle ids")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
