@@ -255,3 +255,26 @@ def test_warning_signal_checkpoints_requeues_and_resumes(
         "bjobs to say DONE", lambda: job_states(sweep.profile, [job_id]) == {job_id: "COMPLETED"}, timeout=60
     )
     assert os.environ.get("SUBMITIT_EXECUTOR") is None  # nothing leaked into the test process
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_ranks_in_one_lsf_job(lsf_shims: Path, tmp_path: Path) -> None:
+    """The LSF script starts one process per rank; ranks and the master host come from its variables."""
+    if not (DATA / "train" / "dataset.json").exists():
+        pytest.skip("needs data/sudoku-4x4 (python tools/build_data.py sudoku4x4)")
+    sweep = load_sweep(
+        _spec(tmp_path, "[ddp]", 10, 0, "{time: 10, tasks_per_node: 2, cpus_per_task: 1}"),
+        runs_root=tmp_path / "runs",
+    )
+    job_id = submit_sweep(sweep, say=lambda _: None).submitted["ddp"]
+    run = sweep.run("ddp")
+    wait_for(
+        "the 2-rank run", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300
+    )
+    assert read_status(run.run_dir)["state"] == "done", read_status(run.run_dir)
+    assert json.loads((run.run_dir / "summary.json").read_text())["world_size"] == 2
+    logs = tmp_path / "runs" / "tiny" / "logs"
+    assert (logs / f"{job_id}_0_log.out").exists() and (
+        logs / f"{job_id}_1_log.out"
+    ).exists()  # submitit's names
