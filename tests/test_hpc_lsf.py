@@ -170,6 +170,7 @@ def test_bsub_job_and_array_run_through_the_shims(lsf_shims: Path, tmp_path: Pat
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_suspended_purged_and_killed_jobs(lsf_shims: Path, tmp_path: Path) -> None:
     ex = _executor(tmp_path)
     job = ex.submit(time.sleep, 60)
