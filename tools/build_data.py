@@ -5,8 +5,10 @@
 """
 
 import sys
-
-from trm.data.build import main
+from pathlib import Path
 
 if __name__ == "__main__":
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not tools/ (its queue.py is not the stdlib one)
+    from trm.data.build import main
+
     sys.exit(main(sys.argv[1:]))

@@ -8,12 +8,10 @@ vocabulary) or a one-line description of each split; exits 1 if any folder has a
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from trm.data.format import read_split, validate_dataset  # noqa: E402
-
 
 def main(paths: list[str]) -> int:
+    from trm.data.format import read_split, validate_dataset
+
     if not paths:
         print(__doc__.strip(), file=sys.stderr)
         return 2
@@ -36,4 +34,6 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not tools/ (its queue.py is not the stdlib one)
+
     sys.exit(main(sys.argv[1:]))

@@ -11,8 +11,10 @@ Exit status: 0 collected (damaged runs are listed in the `problems` column and a
 """
 
 import sys
-
-from trm.hpc.collect import main
+from pathlib import Path
 
 if __name__ == "__main__":
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not tools/ (its queue.py is not the stdlib one)
+    from trm.hpc.collect import main
+
     sys.exit(main())

@@ -22,16 +22,3 @@ if __name__ == "__main__":
     from trm.hpc.queue import cli
 
     sys.exit(cli(__doc__))
-else:
-    # Python puts a script's folder first on sys.path, so for any other script in tools/ (train.py,
-    # ...) `import queue` (torch does it) finds this file instead of the standard library's module.
-    # Imported under that name, hand over the real one: `import queue` returns what sys.modules holds.
-    import importlib.util
-    import sysconfig
-
-    _spec = importlib.util.spec_from_file_location(
-        __name__, Path(sysconfig.get_paths()["stdlib"]) / "queue.py"
-    )
-    _real = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-    sys.modules[__name__] = _real
-    _spec.loader.exec_module(_real)  # type: ignore[union-attr]
