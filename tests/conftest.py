@@ -32,6 +32,18 @@ def sudoku4(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def repo_sudoku4() -> Path:
+    """The quick start's own data/sudoku-4x4 in the checkout (built once; the builder is a no-op when it
+    is already there), for tests whose jobs run in other processes the way a user's would."""
+    from trm.data.build import main as build
+
+    data = ROOT / "data" / "sudoku-4x4"
+    if not (data / "test" / "dataset.json").exists():
+        assert build(["sudoku4x4", "--out", str(data)]) == 0
+    return data
+
+
+@pytest.fixture(scope="session")
 def sudoku4_puzzle_emb(tmp_path_factory: pytest.TempPathFactory, sudoku4: Path) -> Path:
     """The same data with one puzzle identifier per group, so the sparse puzzle embedding trains."""
     import shutil

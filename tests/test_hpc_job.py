@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -100,14 +98,7 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_local_executor_preemption_restarts_and_resumes(tmp_path: Path) -> None:
-    if not (DATA / "train" / "dataset.json").exists():
-        subprocess.run(
-            [sys.executable, str(REPO / "tools/build_data.py"), "sudoku4x4"],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
+def test_local_executor_preemption_restarts_and_resumes(tmp_path: Path, repo_sudoku4: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text(
         f"name: s\nconfig: {REPO / 'trm/configs/quickstart.yaml'}\nprofile: local\nruns: [a]\n"

@@ -236,10 +236,8 @@ def test_unknown_queue_is_refused_verbatim(lsf_shims: Path, tmp_path: Path) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("requeue", ["exit_code", "brequeue"])
 def test_warning_signal_checkpoints_requeues_and_resumes(
-    lsf_shims: Path, tmp_path: Path, requeue: str
+    lsf_shims: Path, tmp_path: Path, requeue: str, repo_sudoku4: Path
 ) -> None:
-    if not (DATA / "train" / "dataset.json").exists():
-        pytest.skip("needs data/sudoku-4x4 (python tools/build_data.py sudoku4x4)")
     sweep = load_sweep(_spec(tmp_path, "[a]", 60, 5, lsf_requeue=requeue), runs_root=tmp_path / "runs")
     job_id = submit_sweep(sweep, say=lambda _: None).submitted["a"]
     run = sweep.run("a")
@@ -260,10 +258,8 @@ def test_warning_signal_checkpoints_requeues_and_resumes(
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_two_ranks_in_one_lsf_job(lsf_shims: Path, tmp_path: Path) -> None:
+def test_two_ranks_in_one_lsf_job(lsf_shims: Path, tmp_path: Path, repo_sudoku4: Path) -> None:
     """The LSF script starts one process per rank; ranks and the master host come from its variables."""
-    if not (DATA / "train" / "dataset.json").exists():
-        pytest.skip("needs data/sudoku-4x4 (python tools/build_data.py sudoku4x4)")
     sweep = load_sweep(
         _spec(tmp_path, "[ddp]", 10, 0, "{time: 10, tasks_per_node: 2, cpus_per_task: 1}"),
         runs_root=tmp_path / "runs",

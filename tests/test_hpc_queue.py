@@ -84,15 +84,8 @@ def test_queue_cli_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_real_training_line(tmp_path: Path) -> None:
-    data = REPO / "data" / "sudoku-4x4"
-    if not (data / "train" / "dataset.json").exists():
-        subprocess.run(
-            [sys.executable, str(REPO / "tools/build_data.py"), "sudoku4x4"],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
+def test_a_real_training_line(tmp_path: Path, repo_sudoku4: Path) -> None:
+    data = repo_sudoku4
     jobs = tmp_path / "jobs.txt"
     jobs.write_text(
         f"[ ] {sys.executable} {REPO / 'tools/train.py'} {REPO / 'trm/configs/quickstart.yaml'} "

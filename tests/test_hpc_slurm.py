@@ -71,15 +71,8 @@ def write_spec(
 
 
 @pytest.fixture(scope="module")
-def dataset() -> Path:
-    if not (DATA / "train" / "dataset.json").exists():
-        subprocess.run(
-            [str(Path(__import__("sys").executable)), str(REPO / "tools/build_data.py"), "sudoku4x4"],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-        )
-    return DATA
+def dataset(repo_sudoku4: Path) -> Path:
+    return repo_sudoku4
 
 
 def test_rendered_script_runs_arrays_and_chunks(slurm_cluster: LocalSlurm, tmp_path: Path) -> None:
@@ -96,8 +89,9 @@ def test_rendered_script_runs_arrays_and_chunks(slurm_cluster: LocalSlurm, tmp_p
     assert [j.result() for j in jobs] == [10, 11, 12]
     assert len({j.job_id.split("_")[0] for j in jobs}) == 1 and jobs[2].job_id.endswith("_2")
     assert "#SBATCH --array=0-2%3" in jobs[0].paths.submission_file.read_text()
-    states = job_states(prof, [job.job_id, *(j.job_id for j in jobs)])
-    assert set(states.values()) == {"COMPLETED"}
+    ids = [job.job_id, *(j.job_id for j in jobs)]
+    # Just after a job ends squeue has forgotten it and slurmdbd may not have recorded it yet ("GONE").
+    wait_for("sacct to record the jobs", lambda: set(job_states(prof, ids).values()) == {"COMPLETED"}, timeout=30)
 
 
 def test_refused_partition_is_shown_verbatim_and_nothing_is_left(
