@@ -26,6 +26,7 @@ from pathlib import Path
 
 from submitit.core import core, job_environment, utils
 
+from trm.hpc.backends.arrays import submit_array
 from trm.hpc.profile import Profile
 from trm.hpc.render import REQUEUE_EXIT_CODE, ScriptRequest, render_script
 from trm.hpc.spec import Resources
@@ -324,27 +325,9 @@ class LsfExecutor(core.PicklingExecutor):
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
         # An array: one bsub with -J "name[1-N]%P"; element i (1-based) runs submission i-1.
-        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        pickles = []
-        for d in delayed_submissions:
-            path = folder / f"{uuid.uuid4().hex}.pkl"
-            d.set_timeout(self.parameters["time"], self.max_num_timeout)
-            d.dump(path)
-            pickles.append(path)
-        self._throttle()
-        self.parameters["map_count"] = len(delayed_submissions)
-        try:
-            first = self._submit_command(self._submitit_command_str)
-        finally:
-            self.parameters.pop("map_count")
-        jobs: list[core.Job[tp.Any]] = [
-            LsfJob(folder=self.folder, job_id=f"{first.job_id}_{i + 1}", tasks=list(range(self._num_tasks())))
-            for i in range(len(delayed_submissions))
-        ]
-        for job, path in zip(jobs, pickles):
-            job.paths.move_temporary_file(path, "submitted_pickle")
-        return jobs
+        tasks = list(range(self._num_tasks()))
+        return submit_array(self, delayed_submissions,
+                            lambda first, i: LsfJob(folder=self.folder, job_id=f"{first.job_id}_{i + 1}", tasks=tasks))
 
 
 def executor_for(

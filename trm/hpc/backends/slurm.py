@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import typing as tp
-import uuid
 from pathlib import Path
 
 from submitit.core import core, utils
 from submitit.slurm.slurm import SlurmExecutor, SlurmJob
 
+from trm.hpc.backends.arrays import submit_array
 from trm.hpc.profile import Profile
 from trm.hpc.render import ScriptRequest, render_script
 from trm.hpc.spec import Resources
@@ -56,28 +56,8 @@ class TrmSlurmExecutor(SlurmExecutor):
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
         # submitit's own array path renders with a plain SlurmExecutor; keep our template instead.
-        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        pickles = []
-        for d in delayed_submissions:
-            path = folder / f"{uuid.uuid4().hex}.pkl"
-            d.set_timeout(self.parameters["time"], self.max_num_timeout)
-            d.dump(path)
-            pickles.append(path)
-        self._throttle()
-        self.parameters["map_count"] = len(delayed_submissions)
-        try:
-            first = self._submit_command(self._submitit_command_str)
-        finally:
-            self.parameters.pop("map_count")
-        tasks = list(range(first.num_tasks))
-        jobs: list[core.Job[tp.Any]] = [
-            SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=tasks)
-            for i in range(len(delayed_submissions))
-        ]
-        for job, path in zip(jobs, pickles):
-            job.paths.move_temporary_file(path, "submitted_pickle")
-        return jobs
+        return submit_array(self, delayed_submissions, lambda first, i: SlurmJob(
+            folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=list(range(first.num_tasks))))
 
 
 def executor_for(
