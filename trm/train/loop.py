@@ -437,7 +437,9 @@ class Trainer:
         cfg, env = self.cfg, self.env
         self._t_start = time.monotonic()
         watch = StopWatch(cfg.train.signals, cfg.train.time_limit_minutes, cfg.train.time_limit_margin_minutes)
-        bar = tqdm(total=self.stop_at, initial=self.step, disable=not (cfg.log.progress and env.is_main),
+        # The reference's step count includes the partial batch each chunk drops; show what will come.
+        expected = min(self.stop_at, self.num_chunks * self.iterator.batches_in_chunk())
+        bar = tqdm(total=expected, initial=self.step, disable=not (cfg.log.progress and env.is_main),
                    dynamic_ncols=True, unit="step", mininterval=1.0 if _isatty() else 60.0)
         self.say(f"run {self.name}: {self.num_params:,} parameters, {env.world_size} rank(s) on {self.device.type} "
                  f"({str(self.dtype).removeprefix('torch.')}), {self.stop_at} steps of {self.B} "
