@@ -19,6 +19,7 @@ from typing import Any
 from trm.hpc.runstate import FINISHED, read_status
 from trm.hpc.scheduler import ALIVE, SchedulerError, job_states
 from trm.hpc.spec import Sweep
+from trm.train.runlock import dead_run_message
 
 
 @dataclass
@@ -91,6 +92,8 @@ def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
             state = "suspended"
         elif scheduler_note and run.name in live:
             message = message or scheduler_note
+        if state == "running" and sched not in ALIVE and (dead := dead_run_message(run.run_dir)):
+            state, message = "failed", dead  # no heartbeat and no live job: the trainer died unrecorded
         logs = status.get("log_paths") or []
         rows.append(
             RunRow(

@@ -17,6 +17,7 @@ from typing import Any
 from trm.config import RUNTIME_KEYS
 from trm.hpc.collect.rundir import RunFiles, is_number, read_run
 from trm.hpc.collect.sweep import CollectError, RunEntry, SweepEntry, resolve_input
+from trm.train.runlock import dead_run_message
 
 log = logging.getLogger("trm.hpc.collect")
 
@@ -129,7 +130,13 @@ def _set_state(row: RunResult, files: RunFiles) -> None:
     if files.exists and summary is None and not (row.run_dir / "summary.json").exists() \
             and row.state not in _PRE_START_STATES:
         row.problems.append("no summary.json yet (the trainer writes it at its first log interval)")
+    if row.state == "running" and (dead := dead_run_message(row.run_dir)):
+        # no heartbeat: the trainer died without writing its end (killed, node lost, run dir unwritable)
+        row.state = "failed" if status_state is None else row.state
+        row.problems.append(dead)
     message = _typed(status, "message", str, "status.json", row.problems)
+    if not message and summary_state == "failed" and isinstance((summary or {}).get("message"), str):
+        message = summary["message"]  # the trainer's own reason (e.g. a NaN loss)
     if row.state in ("failed", "cancelled") and message:
         row.problems.append(f"{row.state}: {message}")  # the cluster layer's reason, e.g. the exit code
     if files.torn_tail and row.state != "running":
