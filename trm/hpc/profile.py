@@ -214,9 +214,9 @@ def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:
             f"env/: {', '.join(shipped) or 'none found'}"
         )
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ProfileError(f"profile {path}: not valid YAML: {e}") from None
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ProfileError(f"profile {path}: not valid UTF-8 YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ProfileError(f"profile {path}: expected a mapping of settings, got {type(raw).__name__}")
     return profile_from_dict(raw, f"profile {path}", path)

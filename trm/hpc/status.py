@@ -49,7 +49,7 @@ class RunRow:
 def _summary(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: also a file that is not UTF-8
         return {}
     return data if isinstance(data, dict) else {}
 
