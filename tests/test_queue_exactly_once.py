@@ -9,10 +9,10 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from waits import wait_for
 
 from trm.hpc.jobs_file import JobsFileError, parse_jobs_text, parse_line
 from trm.hpc.queue import QueueRunner
@@ -30,15 +30,6 @@ while not pathlib.Path("go").exists():
 with out.open("a") as f:
     f.write("end\\n")
 """
-
-
-def wait_for(what: str, check, limit_s: float = 300.0) -> None:
-    """Wait on the event itself; the limit only guards against a hang (a busy machine is slow, not wrong)."""
-    deadline = time.monotonic() + limit_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def lines_of(path: Path) -> list[str]:

@@ -16,18 +16,10 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, run_trainer
+from waits import wait_for
 
 from trm.config import ConfigError, load_config
 from trm.train.runlock import HOLDER_NAME, LOCK_NAME, RunLock, RunLockedError, dead_run_message, heartbeat
-
-
-def wait_for(what: str, check, limit_s: float = 300.0) -> None:
-    """Wait on the event itself; the limit only guards against a hang (a busy machine is slow, not wrong)."""
-    deadline = time.monotonic() + limit_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _fails_cleanly(res: subprocess.CompletedProcess, code: int, *needles: str) -> None:

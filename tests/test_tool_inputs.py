@@ -4,7 +4,6 @@ no side effects; messages name the files actually written."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
