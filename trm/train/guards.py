@@ -5,7 +5,7 @@
 
 A size that cannot fit (e.g. `arch.hidden_size=1000000000`) is refused with the estimate and the
 memory this machine has, instead of letting the allocation take the machine down. The estimate is
-rough on purpose (within a small factor); it only has to catch the absurd.
+rough on purpose (within a small factor) and leaves activations out; it only has to catch the absurd.
 """
 
 from __future__ import annotations
@@ -30,15 +30,16 @@ def _dense_params(arch: ArchConfig, vocab_size: int, seq_len: int) -> float:
 
 
 def estimate_bytes(arch: ArchConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int, local_batch: int) -> float:
-    """Weights + gradients + two Adam moments + EMA (5 copies, float32), the puzzle table (and its
-    gradient rows), the ACT carry and the activations kept for the last H-cycle's backward."""
+    """What the trainer allocates before its first step: weights + gradients + two Adam moments + EMA
+    (5 copies, float32), the puzzle table (and its sign-SGD buffer) and the ACT carry (z_H, z_L).
+    Activations are left out: they depend on the batch, and a too-large batch fails at the first step
+    with the device's own out-of-memory error instead of at allocation."""
     params = _dense_params(arch, vocab_size, seq_len)
     table = float(num_puzzle_ids) * arch.puzzle_emb_ndim
     prefix = arch.puzzle_emb_len or math.ceil(arch.puzzle_emb_ndim / max(arch.hidden_size, 1))
     tokens = float(local_batch) * (seq_len + prefix)
     carry = 2 * tokens * arch.hidden_size
-    acts = tokens * arch.hidden_size * arch.L_layers * (arch.L_cycles + 1) * (6 + 2 * arch.expansion)
-    return 4 * (5 * params + 2 * table + carry + acts)
+    return 4 * (5 * params + 2 * table + carry)
 
 
 def available_bytes(device: torch.device) -> tuple[float, str]:
