@@ -19,6 +19,7 @@ from conftest import ROOT, TINY, run_trainer
 from waits import wait_for
 
 from trm.config import ConfigError, load_config
+from trm.hpc.collect import RunEntry, SweepEntry, collect_sweep
 from trm.train.runlock import HOLDER_NAME, LOCK_NAME, RunLock, RunLockedError, dead_run_message, heartbeat
 
 
@@ -109,6 +110,10 @@ def test_a_second_trainer_refuses_naming_the_holder_and_a_requeue_takes_over(sud
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert heartbeat(run).alive is False and "is gone without recording an end" in dead_run_message(run)
+    # The summary still says running; the collector tells the dead run by its heartbeat.
+    assert json.loads((run / "summary.json").read_text())["state"] == "running"
+    row = collect_sweep(SweepEntry("s", tmp_path, [RunEntry("r", run)])).rows[0]
+    assert row.state == "failed" and any("gone without recording an end" in p for p in row.problems), row
     lines_before = len((run / "metrics.jsonl").read_text().splitlines())
     # The holder is dead: the requeued job takes the run over at once and resumes.
     res = run_trainer([*args, "train.max_steps=30"], env={"SLURM_JOB_ID": "4242"})

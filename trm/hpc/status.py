@@ -19,7 +19,6 @@ from typing import Any
 from trm.hpc.runstate import FINISHED, read_status
 from trm.hpc.scheduler import ALIVE, SchedulerError, job_states
 from trm.hpc.spec import Sweep
-from trm.train.runlock import dead_run_message
 
 
 @dataclass
@@ -49,7 +48,7 @@ class RunRow:
 def _summary(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):  # ValueError: also a file that is not UTF-8
+    except (OSError, json.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -92,8 +91,6 @@ def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
             state = "suspended"
         elif scheduler_note and run.name in live:
             message = message or scheduler_note
-        if state == "running" and sched not in ALIVE and (dead := dead_run_message(run.run_dir)):
-            state, message = "failed", dead  # no heartbeat and no live job: the trainer died unrecorded
         logs = status.get("log_paths") or []
         rows.append(
             RunRow(
@@ -111,6 +108,19 @@ def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
                 message=message,
             )
         )
+    return _dead_runs_failed(sweep, rows, {name: states.get(job, "") for name, job in live.items()})
+
+
+def _dead_runs_failed(sweep: Sweep, rows: list[RunRow], sched: dict[str, str]) -> list[RunRow]:
+    """A run that says `running` but whose trainer has no heartbeat (killed, node lost, run directory
+    unwritable) and whose job the scheduler does not call alive is failed, with the reason."""
+    from trm.train.runlock import dead_run_message
+
+    for row in rows:
+        if row.state == "running" and sched.get(row.run, "") not in ALIVE:
+            dead = dead_run_message(sweep.run(row.run).run_dir)
+            if dead:
+                row.state, row.message = "failed", dead
     return rows
 
 

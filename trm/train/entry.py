@@ -16,7 +16,7 @@ import sys
 from trm.config import ConfigError, load_config
 from trm.data.format import DatasetError
 from trm.train import dist
-from trm.train.preempt import EXIT_FAILED, EXIT_USAGE
+from trm.train.preempt import EXIT_USAGE
 
 USAGE = "usage: tools/train.py [CONFIG.yaml] [key=value ...]   (e.g. trm/configs/quickstart.yaml train.max_steps=100)"
 
@@ -27,7 +27,6 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0
     path = argv.pop(0) if argv and "=" not in argv[0] else None
-    from trm.train.guards import NonFiniteLoss
     from trm.train.loop import ResumeError, Trainer
     from trm.train.runlog import RunDirError
 
@@ -40,10 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         rank = f"[rank {env.rank}] " if env is not None and env.distributed else ""
         print(f"{rank}error: {e}\n{USAGE}", file=sys.stderr)
         return EXIT_USAGE
-    except NonFiniteLoss as e:
-        rank = f"[rank {env.rank}] " if env is not None and env.distributed else ""
-        print(f"{rank}error: {e}", file=sys.stderr)
-        return EXIT_FAILED
     finally:
         dist.shutdown()
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import torch
 
 from trm.config import ArchConfig, ConfigError
+
+EXIT_FAILED = 1  # trm.train.preempt's code for a run that failed
 
 
 class NonFiniteLoss(RuntimeError):
@@ -65,6 +68,10 @@ def check_fits_memory(arch: ArchConfig, vocab_size: int, seq_len: int, num_puzzl
             f"arch.puzzle_emb_ndim={arch.puzzle_emb_ndim} x {num_puzzle_ids} puzzles, {local_batch} examples of "
             f"{seq_len} tokens per rank) but the {what} is {have / gib:,.1f} GiB. Lower these sizes or the batch "
             f"size; nothing was allocated.")
+
+
+def print_error(error: BaseException) -> None:
+    print(f"error: {error}", file=sys.stderr)
 
 
 def check_finite_loss(loss: float, step: int, lr: float) -> None:

@@ -26,12 +26,11 @@ from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
 from trm.data.iterator import Batch, TrainIterator, eval_batches
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
 from trm.train import checkpoint as ckpt
+from trm.train import guards, runlock
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
-from trm.train.guards import check_finite_loss, check_fits_memory
 from trm.train.losses import METRIC_KEYS, act_loss
 from trm.train.optim import EMA, AdamATan2, lr_at
 from trm.train.preempt import EXIT_REQUEUE, StopWatch
-from trm.train.runlock import acquire_run_lock
 from trm.train.runlog import RunDir, RunDirError, make_logger
 
 
@@ -92,7 +91,7 @@ class Trainer:
                                 f"({env.world_size})")
         self.dtype = resolve_dtype(cfg.arch.forward_dtype, self.device)
 
-        check_fits_memory(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
+        guards.check_fits_memory(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
                           self.local_B, self.device)  # before allocating: an absurd size must not take the machine
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         self.model = TRM(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
@@ -140,7 +139,7 @@ class Trainer:
         self.last_eval_step = -1
         self.name = run_name(cfg)
         self.run_dir = RunDir(Path(cfg.run.root) / self.name)
-        self.run_lock = acquire_run_lock(self.run_dir.path, env)  # one trainer per run directory
+        self.run_lock = runlock.acquire_run_lock(self.run_dir.path, env)  # one trainer per run directory
         try:
             self._init_run_state(cfg, env)
         except BaseException:
@@ -513,6 +512,11 @@ class Trainer:
             self._write_summary("done")
             self.say(f"finished at step {self.step} in {self._elapsed():.1f} s; summary in {self.run_dir.summary_path}")
             return 0
+        except guards.NonFiniteLoss as e:
+            self._record_failure(e)
+            if env.is_main:
+                guards.print_error(e)
+            return guards.EXIT_FAILED
         except BaseException as e:
             self._record_failure(e)
             unwritable = _disk_error(e)
@@ -547,7 +551,7 @@ class Trainer:
         self.acc.zero_()
         self.acc_steps = 0
         metrics["train/samples_per_s"] = num_steps * self.B / max(seconds, 1e-9)
-        check_finite_loss(metrics["train/loss"], self.step, self._lr)  # every rank: all stop together
+        guards.check_finite_loss(metrics["train/loss"], self.step, self._lr)  # every rank: all stop together
         if not self.env.is_main:
             return
         record = {"event": "train", "step": self.step, "epoch": self.iterator.epoch(), "time_s": self._elapsed(),
