@@ -40,11 +40,15 @@ from trm.hpc.jobs_file import (
 )
 
 EXIT_REQUEUE = 75
-# Runs the line in this shell (so `exit 3` and compound commands work) and, whatever happens, leaves
-# the exit status in $__trm_res. Signals get a handler (not "ignore", which children would inherit),
-# so the wrapper outlives a TERM sent to the group and still records the command's status.
+# Waits for "go" on stdin (sent once the runner has recorded the group in the line; a runner that dies
+# first closes the pipe and nothing runs), then runs the line in this shell (so `exit 3` and compound
+# commands work) and, whatever happens, leaves the exit status in $__trm_res. Signals get a handler
+# (not "ignore", which children would inherit), so the wrapper outlives a TERM sent to the group and
+# still records the command's status.
 _WRAPPER = r"""__trm_cmd=$1 __trm_res="$2/$3-$$.exit"
 set --
+IFS= read -r __trm_go && [ "$__trm_go" = go ] || exit 99
+exec </dev/null
 trap 'printf "%s\n" "$?" > "$__trm_res.tmp" && mv -f "$__trm_res.tmp" "$__trm_res"' EXIT
 trap ':' TERM INT USR2 HUP
 eval "$__trm_cmd"
@@ -100,6 +104,7 @@ class QueueRunner:
         self.host = socket.gethostname().split(".")[0]
         self.owner = f"{self.host}:{os.getpid()}"
         self.child: subprocess.Popen | None = None
+        self.last_pgid: int | None = None  # of the line run last; its exit-status file goes once recorded
         self.results = self.path.parent / f".{self.path.name}.lines"  # exit status of each started line
 
     def _result_file(self, pgid: int) -> Path:
@@ -177,6 +182,9 @@ class QueueRunner:
             return text
 
         rewrite(self.path, edit)
+        # Only now: a runner killed before the line was marked leaves the status for the next one to record.
+        if self.last_pgid is not None:
+            self._result_file(self.last_pgid).unlink(missing_ok=True)
 
     def run_one(self, job: JobLine) -> int:
         env = dict(os.environ)
@@ -189,15 +197,19 @@ class QueueRunner:
         self.results.mkdir(exist_ok=True)
         self.child = subprocess.Popen(
             ["bash", "-c", _WRAPPER, "trm-queue-line", job.command, str(self.results), self.host],
-            cwd=self.path.parent, env=env, start_new_session=True,
+            cwd=self.path.parent, env=env, start_new_session=True, stdin=subprocess.PIPE,
         )
-        pgid = self.child.pid  # a new session: its leader's pid ($$ in the wrapper) is the group id
+        pgid = self.last_pgid = self.child.pid  # a new session: its leader's pid ($$ in the wrapper) is the group id
         try:
             self._record_group(job, pgid)
+            try:
+                self.child.stdin.write(b"go\n")  # type: ignore[union-attr]
+                self.child.stdin.close()  # type: ignore[union-attr]
+            except BrokenPipeError:
+                pass  # the wrapper is already gone (killed): its exit code says so
             code = self.child.wait()
         finally:
             self.child = None
-        self._result_file(pgid).unlink(missing_ok=True)
         self.say(f"[{self.owner}] line {job.lineno}: exit {code} after {time.monotonic() - start:.0f} s")
         return code
 
