@@ -87,28 +87,34 @@ def compare(ref: Path, got: Path) -> tuple[bool, int]:
 def fault_kills(data: Path, root: Path, kills: int, rng: random.Random, steps: int) -> dict:
     extra = [f"train.max_steps={steps}", "train.epochs=100", "eval.eval_interval=50",
              "train.checkpoint_every_steps=1", "train.keep_checkpoints=2"]
-    t0 = time.monotonic()
     res = run(train_args(data, root, "straight", *extra))
     assert res.returncode == 0, res.stderr[-2000:]
-    straight_s = time.monotonic() - t0
     cmd = train_args(data, root, "killed", *extra)
     done_kills = 0
     attempts = 0
     while True:
         attempts += 1
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if done_kills < kills:
-            try:
-                proc.wait(timeout=rng.uniform(0.3, 1.0) * straight_s)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+            # A few steps into this attempt, plus a random fraction of a step: with a checkpoint every
+            # step, the kill often lands while the background writer is mid-file.
+            ahead, killed = rng.randint(1, 4), False
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if line.startswith("train step"):
+                    ahead -= 1
+                    if ahead == 0:
+                        time.sleep(rng.uniform(0.0, 0.3))
+                        proc.send_signal(signal.SIGKILL)
+                        killed = True
+                        break
+            proc.wait()
+            if killed and proc.returncode == -signal.SIGKILL:
                 done_kills += 1
                 continue
-        _, err = proc.communicate(timeout=1800)
+        out, _ = proc.communicate(timeout=1800)
         if proc.returncode == 0:
             break
-        raise RuntimeError(f"attempt {attempts} ended with {proc.returncode}: {err[-2000:]}")
+        raise RuntimeError(f"attempt {attempts} ended with {proc.returncode}: {(out or '')[-2000:]}")
     same, lost = compare(root / "straight", root / "killed")
     return {"SIGKILLs": done_kills, "attempts": attempts, "bit_identical": same, "metric_lines_lost": lost}
 
