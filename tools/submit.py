@@ -27,10 +27,18 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from trm.hpc.jobs_file import JobsFileError, jobs_sweep, mark_submitted  # noqa: E402
-from trm.hpc.profile import ProfileError, load_profile  # noqa: E402
+from trm.hpc.profile import Profile, ProfileError, load_profile  # noqa: E402
 from trm.hpc.render import RenderError  # noqa: E402
 from trm.hpc.scheduler import SchedulerError  # noqa: E402
-from trm.hpc.spec import Resources, SpecError, Sweep, find_repo_root, load_sweep, parse_time_minutes  # noqa: E402
+from trm.hpc.spec import (  # noqa: E402
+    Resources,
+    SpecError,
+    Sweep,
+    check_resource,
+    check_resources,
+    find_repo_root,
+    load_sweep,
+)
 from trm.hpc.submit import SubmitError, cancel_sweep, dry_run, submit_sweep  # noqa: E402
 
 
@@ -71,21 +79,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _resources(base: Resources, args: argparse.Namespace) -> Resources:
-    changes = {
-        k: v
-        for k, v in (
-            ("gpus_per_node", args.gpus),
-            ("cpus_per_task", args.cpus),
-            ("mem_gb", args.mem_gb),
-            ("time", args.time),
-            ("queue", args.queue),
-        )
-        if v is not None
-    }
-    if "time" in changes:
-        parse_time_minutes(changes["time"], "--time")
-    return dataclasses.replace(base, **changes)
+_OPTIONS = {"gpus_per_node": "--gpus", "cpus_per_task": "--cpus", "mem_gb": "--mem-gb", "time": "--time",
+            "queue": "--queue"}
+
+
+def _resources(base: Resources, args: argparse.Namespace, profile: Profile) -> Resources:
+    """The spec's resources with the command line's on top, each checked as a spec's would be."""
+    changes = {}
+    for key, option in _OPTIONS.items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            changes[key] = check_resource(key, value, option, profile)
+    return check_resources(dataclasses.replace(base, **changes), "command line", profile)
 
 
 def _load(args: argparse.Namespace) -> tuple[Sweep, dict]:
@@ -96,10 +101,10 @@ def _load(args: argparse.Namespace) -> tuple[Sweep, dict]:
                 f"{path}: a jobs.txt has no profile; pass --profile env/<cluster>.yaml (or local)"
             )
         profile = load_profile(args.profile, find_repo_root(path.resolve().parent))
-        sweep, lines = jobs_sweep(path, profile, _resources(Resources(), args), args.runs_root)
+        sweep, lines = jobs_sweep(path, profile, _resources(Resources(), args, profile), args.runs_root)
         return sweep, lines
     sweep = load_sweep(path, runs_root=args.runs_root, profile=args.profile)
-    sweep.resources = _resources(sweep.resources, args)
+    sweep.resources = _resources(sweep.resources, args, sweep.profile)
     return sweep, {}
 
 
