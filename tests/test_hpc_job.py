@@ -67,9 +67,11 @@ def test_requeue_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     )
     status = read_status(run_dir)
     assert (status["state"], status["preemptions"], status["timeouts"]) == ("requeued", 1, 1)
-    with pytest.raises(TrainJobError, match="timed out 1 times"):
-        job._requeue(env, elapsed_s=3500)  # no timeouts left: failed, not requeued
+    # no timeouts left: failed, not requeued; the message counts both time-outs (issue 9: it said "1 times")
+    with pytest.raises(TrainJobError, match=r"^timed out: 2 time-out\(s\), more than the profile's max_num_timeout \(1\)"):
+        job._requeue(env, elapsed_s=3500)
     assert env.requeued == [1, 0] and read_status(run_dir)["state"] == "failed"
+    assert read_status(run_dir)["timeouts"] == 2 and read_status(run_dir)["message"].startswith("timed out")
     other_rank = FakeEnv(tmp_path / "logs", rank=1)
     with pytest.raises(SystemExit):
         job._requeue(other_rank, elapsed_s=10)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from trm.hpc.spec import (  # noqa: E402
     find_repo_root,
     load_sweep,
 )
+from trm.hpc.status import settle_jobs_file  # noqa: E402
 from trm.hpc.submit import SubmitError, cancel_sweep, dry_run, submit_sweep  # noqa: E402
 
 
@@ -67,7 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument(
         "--dry-run", action="store_true", help="write the job scripts and print where; submit nothing"
     )
-    p.add_argument("--out", help="folder for --dry-run scripts (default: <runs_root>/<sweep>/dry-run)")
+    p.add_argument(
+        "--out",
+        help="folder for --dry-run scripts (default: <runs_root>/<sweep>/dry-run, or ./dry-run/<sweep> when "
+        "the runs root is not on this machine)",
+    )
     p.add_argument("--no-array", action="store_true", help="one job per run instead of job arrays")
     p.add_argument("--no-data-check", action="store_true", help="do not check that the datasets exist here")
     res = p.add_argument_group("resources (override the spec's; the only source for a jobs.txt)")
@@ -108,6 +114,12 @@ def _load(args: argparse.Namespace) -> tuple[Sweep, dict]:
     return sweep, {}
 
 
+def _dry_run_folder(sweep: Sweep) -> Path:
+    """<runs_root>/<sweep>/dry-run where the runs root exists here; else ./dry-run/<sweep>, so that a
+    dry run for a cluster's paths (/work3/$USER/...) creates nothing of them on this machine."""
+    return sweep.dir / "dry-run" if sweep.runs_root.is_dir() else Path("dry-run") / sweep.name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             cancel_sweep(sweep, runs)
             return 0
         if args.dry_run:
-            out = Path(args.out) if args.out else sweep.dir / "dry-run"
+            out = Path(args.out) if args.out else _dry_run_folder(sweep)
             paths = dry_run(sweep, runs, out, array=not args.no_array)
             print(
                 f"{len(paths)} {sweep.profile.scheduler} script(s) for {len(runs)} run(s) of {sweep.name} "
@@ -138,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.spec),
                 {lines[name]: f"{sweep.profile.scheduler}:{job}" for name, job in result.submitted.items()},
             )
+            # Runs that ended already (all of them with the local profile): their lines say how.
+            _, marked = jobs_sweep(Path(args.spec), sweep.profile, sweep.resources, args.runs_root, ("running",))
+            settle_jobs_file(Path(args.spec), sweep, {k: v for k, v in marked.items() if k in result.submitted})
         counts = f"{len(result.submitted)} submitted, {len(result.skipped)} skipped"
         print(f"{sweep.name}: {counts}" + (f", {len(result.failed)} failed" if result.failed else ""))
         print(
-            f"status: python tools/status.py {args.spec}"
-            + (f" --profile {args.profile}" if args.profile else "")
+            f"status: python tools/status.py {shlex.quote(args.spec)}"
+            + (f" --profile {shlex.quote(args.profile)}" if args.profile else "")
+            + (f" --runs-root {shlex.quote(args.runs_root)}" if args.runs_root else "")
         )
         return 1 if result.failed else 0
     except (SpecError, ProfileError, JobsFileError, SubmitError, RenderError, SchedulerError) as e:

@@ -92,6 +92,20 @@ def _stop_kind() -> str:
     return "cancelled"  # LSF preempts by suspending (the job stays alive); the local backend never preempts
 
 
+def mark_jobs_line(run_dir: Path, code: int) -> None:
+    """A run submitted from a jobs.txt: its line becomes [x] or [!] ... [exit N] now that it ended."""
+    status = read_status(run_dir)
+    path, command = status.get("jobs_file"), status.get("jobs_command")
+    if not path or not command or not status.get("job_ids") or not Path(path).is_file():
+        return
+    from trm.hpc.jobs_file import mark_ended
+
+    try:
+        mark_ended(Path(path), command, f"{status.get('scheduler', '')}:{status['job_ids'][-1]}", code)
+    except (OSError, ValueError, TimeoutError) as e:  # the result is in status.json; the line is a convenience
+        print(f"warning: could not mark line of {path}: {e}", file=sys.stderr)
+
+
 class TrainJob:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -146,10 +160,12 @@ class TrainJob:
             if rank == 0:
                 message = f"failed: {first_line(f'{type(e).__name__}: {e}')}{self._logs(env)}"
                 update_status(self.run_dir, state="failed", message=message, exit_code=1)
+                mark_jobs_line(self.run_dir, 1)
             raise
         if code == 0:
             if rank == 0:
                 update_status(self.run_dir, state="done", message="", exit_code=0)
+                mark_jobs_line(self.run_dir, 0)
             return 0
         if code == EXIT_REQUEUE:
             self._requeue(env, time.monotonic() - start)
@@ -159,6 +175,7 @@ class TrainJob:
         message = f"failed: {why}{self._logs(env)}"
         if rank == 0:
             update_status(self.run_dir, state="failed", message=message, exit_code=code)
+            mark_jobs_line(self.run_dir, code)
         raise TrainJobError(message)
 
     def _stopped(self, env: Any, elapsed_s: float) -> None:
@@ -168,6 +185,7 @@ class TrainJob:
         status = read_status(self.run_dir)
         if status.get("state") == "cancelled":
             update_status(self.run_dir, exit_code=EXIT_STOPPED)  # tools/submit.py --cancel said so already
+            mark_jobs_line(self.run_dir, EXIT_STOPPED)
             sys.exit(EXIT_STOPPED)
         kind = _stop_kind()
         if kind == "preempted":
@@ -188,6 +206,7 @@ class TrainJob:
                 stopped_job=str(env.job_id),
                 message=f"cancelled{step} (SIGTERM: scancel, bkill or a kill); checkpoint kept, {_RESUME_HINT}",
             )
+            mark_jobs_line(self.run_dir, EXIT_STOPPED)
         sys.exit(EXIT_STOPPED)
 
     def _requeue(self, env: Any, elapsed_s: float, preempted: bool = False) -> None:
@@ -211,6 +230,7 @@ class TrainJob:
                 f"({num - 1}) allows; not requeued, checkpoint kept, {_RESUME_HINT}"
             )
             update_status(self.run_dir, state="failed", message=message, count="timeouts", exit_code=EXIT_REQUEUE)
+            mark_jobs_line(self.run_dir, EXIT_REQUEUE)
             raise TrainJobError(message)
         nxt = DelayedSubmission(TrainJob(self.run_dir))
         nxt.set_timeout(delayed._timeout_min, countdown)

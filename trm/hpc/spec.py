@@ -95,6 +95,12 @@ class RunSpec:
     expected_delta: dict[str, float]
     run_dir: Path
     config_path: Path = field(default=Path())
+    command: str = ""  # a jobs.txt line that is not a training: run as a plain shell command
+    jobs_command: str = ""  # the jobs.txt line's command text this run came from, if any
+
+    @property
+    def trains(self) -> bool:
+        return not self.command
 
     def train_argv(self) -> list[str]:
         """Arguments of `tools/train.py` / `trm.train.entry.main` for this run."""
