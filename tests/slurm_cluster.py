@@ -260,7 +260,7 @@ class LocalSlurm:
                     "SlurmdParameters=config_overrides",
                     "MaxArraySize=1001",
                     "MinJobAge=300",
-                    "KillWait=5",
+                    "KillWait=30",  # SLURM's default: time to checkpoint between TERM and KILL
                     f"StateSaveLocation={r}/state/ctld",
                     f"SlurmdSpoolDir={r}/state/d",
                     f"SlurmctldPidFile={r}/run/slurmctld.pid",

@@ -290,3 +290,79 @@ def test_cancel_one_run_then_resume_it(
     assert len(read_status(b)["job_ids"]) == 1
     assert submit.main([*base, "--cancel"]) == 0
     assert {read_status(a)["state"], read_status(b)["state"]} == {"cancelled"}
+
+
+def _tool_json(tool, argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, dict]:  # noqa: ANN001
+    capsys.readouterr()
+    assert tool.main([*argv, "--json"]) == 0
+    return {r["run"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+
+
+@pytest.mark.slow
+def test_scancel_cancels_keeps_the_checkpoint_and_resume_continues(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain `scancel JOBID` (TERM, then KILL) ends the job: cancelled, not requeued; the TERM
+    checkpoint is kept and `tools/submit.py SPEC --resume` continues from it."""
+    spec = write_spec(tmp_path, "[a]", steps=60, every=5)
+    base = [str(spec), "--runs-root", str(tmp_path / "runs")]
+    assert _tool("submit").main(base) == 0
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs")
+    run = sweep.run("a")
+    job_id = read_status(run.run_dir)["job_ids"][0]
+    wait_for("a first checkpoint", lambda: has_checkpoint(run.run_dir), timeout=180, every=0.2)
+    subprocess.run(["scancel", job_id], check=True)
+    wait_for("cancelled", lambda: read_status(run.run_dir).get("state") == "cancelled", timeout=120)
+    wait_for("sacct CANCELLED", lambda: job_states(sweep.profile, [job_id])[job_id] == "CANCELLED", timeout=60)
+    time.sleep(15)  # longer than the requeue delay (cred_expire=10): a requeued job would be back by now
+    status = read_status(run.run_dir)
+    assert status["state"] == "cancelled" and status["attempts"] == 1 and status["preemptions"] == 0, status
+    assert status["message"].startswith("cancelled at step ") and "--resume" in status["message"], status
+    assert job_states(sweep.profile, [job_id])[job_id] == "CANCELLED"
+    stopped_at = json.loads((run.run_dir / "summary.json").read_text())["step"]
+    assert 0 < stopped_at < 60 and has_checkpoint(run.run_dir)
+    row = _tool_json(_tool("status"), base, capsys)["a"]
+    assert row["state"] == "cancelled" and row["message"].startswith("cancelled at step")
+
+    assert _tool("submit").main([*base, "--resume"]) == 0
+    wait_for("done", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300)
+    status = read_status(run.run_dir)
+    assert status["state"] == "done" and status["attempts"] == 2 and len(status["job_ids"]) == 2, status
+    assert status["message"] == "" and status["preemptions"] == 0
+    assert f"at step {stopped_at}" in (run.run_dir / "train.log").read_text().split("resumed from")[1]
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert (summary["step"], summary["total_steps"]) == (60, 60)
+
+
+@pytest.mark.slow
+def test_slurm_preemption_by_requeue_resumes_from_the_term_checkpoint(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SLURM's own preemption (PreemptMode=REQUEUE: SIGCONT + SIGTERM, then the controller requeues
+    the job) is a preemption, not a cancel: the restart resumes from the TERM checkpoint."""
+    from slurm_cluster import URGENT_PARTITION
+
+    spec = write_spec(tmp_path, "[victim]", steps=60, every=5, resources="{time: 10, cpus_per_task: 2}")
+    base = [str(spec), "--runs-root", str(tmp_path / "runs")]
+    assert _tool("submit").main(base) == 0
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs")
+    run = sweep.run("victim")
+    job_id = read_status(run.run_dir)["job_ids"][0]
+    wait_for("a first checkpoint", lambda: has_checkpoint(run.run_dir), timeout=180, every=0.2)
+    # A job of the higher-priority partition that needs the whole node preempts the run.
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", f"--partition={URGENT_PARTITION}", f"--cpus-per-task={slurm_cluster.ncpus}",
+         "--mem=1G", "--wrap", "sleep 3"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    wait_for("the preemption", lambda: read_status(run.run_dir).get("preemptions", 0) >= 1, timeout=120)
+    wait_for("running again", lambda: read_status(run.run_dir).get("attempts", 0) >= 2, timeout=180)
+    row = _tool_json(_tool("status"), base, capsys)["victim"]
+    assert row["state"] in ("running", "done") and row["preemptions"] == 1, row
+    wait_for("done", lambda: read_status(run.run_dir).get("state") in ("done", "failed", "cancelled"), timeout=300)
+    status = read_status(run.run_dir)
+    assert status["state"] == "done" and status["preemptions"] == 1 and status["attempts"] == 2, status
+    assert status["job_ids"] == [job_id]  # the controller requeued the same job
+    log = (run.run_dir / "train.log").read_text()
+    assert "signal SIGTERM" in log and "resumed from" in log
+    assert job_states(sweep.profile, [urgent])[urgent] in ("COMPLETED", "GONE")
