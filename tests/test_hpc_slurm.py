@@ -366,3 +366,69 @@ def test_slurm_preemption_by_requeue_resumes_from_the_term_checkpoint(
     log = (run.run_dir / "train.log").read_text()
     assert "signal SIGTERM" in log and "resumed from" in log
     assert job_states(sweep.profile, [urgent])[urgent] in ("COMPLETED", "GONE")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["slurm", "local"])
+def test_grid_sweep_trains_and_both_summaries_read_back(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, backend: str
+) -> None:
+    """Grid run names hold `=` and `,` (`L_layers=1,L_cycles=2`): the node must take the run's
+    config path for the config, not for a key=value override (issue 9)."""
+    from trm.hpc.collect import collect
+
+    spec = write_spec(tmp_path, "[]", steps=4)
+    spec.write_text(spec.read_text().replace("runs: []", "grid: {arch.L_layers: [1], arch.L_cycles: [1, 2]}"))
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs", profile=None if backend == "slurm" else "local")
+    assert [r.name for r in sweep.runs] == ["L_layers=1,L_cycles=1", "L_layers=1,L_cycles=2"]
+    submit_sweep(sweep, say=lambda _: None)
+    for run in sweep.runs:
+        wait_for(f"{run.name} to end", lambda r=run: read_status(r.run_dir).get("state") in ("done", "failed"),
+                 timeout=300)
+        assert read_status(run.run_dir)["state"] == "done", read_status(run.run_dir)
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        assert summary["run_name"] == run.name and summary["step"] == summary["total_steps"] == 4
+    (result,) = collect([tmp_path / "runs" / "tiny"])
+    assert {r.name: r.state for r in result.rows} == {r.name: "done" for r in sweep.runs}
+    assert all("eval/exact_accuracy" in r.final for r in result.rows)
+
+
+@pytest.mark.slow
+def test_jobs_txt_any_command_on_slurm_lines_end_marked_and_status_reads_tags(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tools/submit.py jobs.txt takes any command line: a training keeps its run handling, other
+    commands run as plain jobs; `[slurm:ID]` tags are read back by tools/status.py, and the lines
+    become [x] / [!] when their jobs end."""
+    jobs = tmp_path / "jobs.txt"
+    train = f"python tools/train.py {REPO / 'trm/configs/quickstart.yaml'} data_paths=[{DATA}] train.max_steps=3"
+    jobs.write_text(
+        f"[ ] {train} arch.hidden_size=32 run.name=one\n"
+        "[ ] echo made > made.txt && test -s made.txt\n"
+        "[ ] echo about to fail; exit 3\n"
+    )
+    profile = str(write_profile(tmp_path))
+    runs = str(tmp_path / "runs")
+    argv = [str(jobs), "--profile", profile, "--runs-root", runs, "--time", "10", "--cpus", "1", "--mem-gb", "1"]
+    assert _tool("submit").main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"status: python tools/status.py {jobs} --profile {profile} --runs-root {runs}" in printed
+    assert all(line.startswith("[-] ") and "[slurm:" in line for line in jobs.read_text().splitlines())
+    status_argv = [str(jobs), "--profile", profile, "--runs-root", runs]
+    rows = _tool_json(_tool("status"), status_argv, capsys)
+    assert set(rows) == {"one", *(r for r in rows if r.startswith("cmd-"))} and len(rows) == 3
+
+    def ended() -> bool:
+        _tool("status").main(status_argv)  # settles lines of jobs that ended without marking them
+        return not any(line.startswith("[-]") for line in jobs.read_text().splitlines())
+
+    wait_for("every line to end", ended, timeout=300, every=2)
+    lines = jobs.read_text().splitlines()
+    assert lines[0] == f"[x] {train} arch.hidden_size=32 run.name=one", lines
+    assert lines[1] == "[x] echo made > made.txt && test -s made.txt" and (tmp_path / "made.txt").exists()
+    assert lines[2] == "[!] echo about to fail; exit 3 [exit 3]", lines
+    rows = _tool_json(_tool("status"), status_argv, capsys)
+    assert rows["one"]["state"] == "done" and rows["one"]["step"] == 3
+    failed = next(r for r in rows.values() if r["state"] == "failed")
+    assert failed["message"].startswith("failed: command exited with code 3; log: ")
+    assert Path(failed["message"].split("log: ")[1]).exists()
