@@ -105,6 +105,10 @@ def test_refused_partition_is_shown_verbatim_and_nothing_is_left(
     assert "refused run(s) a, b" in text and "invalid partition" in text.lower()
     assert "Already submitted: none" in text
     assert not (tmp_path / "runs" / "tiny" / "a").exists() and not (tmp_path / "runs" / "tiny" / "b").exists()
+    assert not list((tmp_path / "runs").rglob("*.pkl")), list((tmp_path / "runs").rglob("*"))  # no orphans
+    with pytest.raises(SubmitError, match="refused run\\(s\\) a:"):
+        submit_sweep(sweep, array=False, say=lambda _: None)  # one job per run: submitit's own pickle path
+    assert not list((tmp_path / "runs").rglob("*.pkl")), list((tmp_path / "runs").rglob("*"))
 
 
 def test_missing_dataset_and_existing_runs_are_refused(slurm_cluster: LocalSlurm, tmp_path: Path) -> None:
