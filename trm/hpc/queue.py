@@ -7,8 +7,11 @@ Several runners (one per GPU) share one file: a runner claims a line under the f
 rewriting `[ ]` to `[-] ... [host:pid]`, so every line runs exactly once. A line whose runner died
 (same host, pid gone) is reclaimed: set back to pending and run again; with `train.resume=auto`
 the training continues from its checkpoint. A command that exits 75 (the trainer checkpointed on a
-signal) goes back to pending as well. The child gets SIGTERM when its runner dies (Linux), so a
-killed runner does not leave an orphaned training behind that a reclaim would duplicate.
+signal) goes back to pending as well, and so does one that exits 143 (checkpointed on TERM) because
+this runner was stopped. The child gets SIGTERM when its runner dies (Linux), so a killed runner does
+not leave an orphaned training behind that a reclaim would duplicate. The file's writers hold
+`jobs.txt.lock` (an empty file next to it, kept between runs: removing it while a runner works
+would let two writers in).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from pathlib import Path
 from trm.data.format import atomic_write_text
 from trm.hpc.jobs_file import JobLine, lock_for, parse_jobs_text, replace_line, rewrite, with_state
 
-EXIT_REQUEUE = 75
+EXIT_REQUEUE = 75  # trm.train.preempt: checkpointed, requeue me
+EXIT_STOPPED = 143  # trm.train.preempt: checkpointed and stopped on TERM/INT
 _PR_SET_PDEATHSIG = 1
 
 
@@ -90,7 +94,10 @@ class QueueRunner:
             return job
 
     def finish(self, job: JobLine, code: int) -> None:
-        state = "done" if code == 0 else "pending" if code == EXIT_REQUEUE else "failed"
+        # 75: the training checkpointed and asks to go on. 143 (stopped on TERM/INT, checkpointed):
+        # when this runner is being stopped the line goes back too; a line killed on its own failed.
+        back = code == EXIT_REQUEUE or (code == EXIT_STOPPED and getattr(self, "stopping", False))
+        state = "done" if code == 0 else "pending" if back else "failed"
 
         def edit(text: str) -> str:
             for now in parse_jobs_text(text, str(self.path)):
@@ -139,7 +146,7 @@ class QueueRunner:
                 break
             code = self.run_one(job)
             self.finish(job, code)
-            failed += code not in (0, EXIT_REQUEUE)
+            failed += code not in (0, EXIT_REQUEUE) and not (code == EXIT_STOPPED and self.stopping)
             if once:
                 break
         return failed

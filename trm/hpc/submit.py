@@ -347,9 +347,12 @@ def _run_locally(
         except Exception as e:  # the run failed; its status and log say why, the sweep goes on
             status = read_status(run.run_dir)
             if status.get("state") not in FINISHED:
-                update_status(run.run_dir, state="failed", message=str(e).strip().splitlines()[-1][:500])
-            result.failed[run.name] = read_status(run.run_dir).get("message", str(e))
-            say(f"[{i}/{len(todo)}] {run.name}: FAILED: {result.failed[run.name]} (log {job.paths.stderr})")
+                last = str(e).strip().splitlines()[-1][:500] if str(e).strip() else type(e).__name__
+                update_status(run.run_dir, state="failed", message=f"failed: {last}")
+            status = read_status(run.run_dir)
+            result.failed[run.name] = status.get("message") or str(e)
+            word = "CANCELLED" if status.get("state") == "cancelled" else "FAILED"
+            say(f"[{i}/{len(todo)}] {run.name}: {word}: {result.failed[run.name]}")
             continue
         say(f"[{i}/{len(todo)}] {run.name}: done")
     return result
