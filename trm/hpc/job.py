@@ -121,10 +121,14 @@ class TrainJob:
         ]
 
     def _started(self, env: Any) -> None:
-        """Rank 0 at the start of an attempt. A run this very job marked cancelled after a TERM, and
-        that runs again, was requeued by the scheduler: a preemption, not a cancel."""
+        """Rank 0 at the start of an attempt. A run this very job marked cancelled after a TERM (or
+        left running), and that runs again, was requeued by the scheduler: a preemption, not a cancel."""
         before = read_status(self.run_dir)
-        preempted = before.get("state") == "cancelled" and before.get("stopped_job") == str(env.job_id)
+        same_job = str(env.job_id) in before.get("job_ids", [])
+        preempted = (before.get("state") == "cancelled" and before.get("stopped_job") == str(env.job_id)) or (
+            # killed before the trainer could say anything (TERM before its handlers), then requeued
+            before.get("state") == "running" and same_job and os.environ.get("SLURM_RESTART_COUNT", "0") != "0"
+        )
         update_status(
             self.run_dir,
             state="running",
