@@ -152,7 +152,10 @@ def folder_sweep(folder: Path, profile: Profile | None = None) -> Sweep:
         )
     runs = [RunSpec(p.name, {}, Config(), {}, {}, p) for p in run_dirs]
     root = run_dirs[0].parent
-    return Sweep(root.name, folder, runs, None, DEFAULT_METRIC, Resources(), profile or LOCAL, root.parent)
+    if profile is None:  # the scheduler the runs went to, as their status.json says
+        scheduler = next((s for s in (read_status(p).get("scheduler") for p in run_dirs) if s), "local")
+        profile = LOCAL if scheduler == "local" else Profile(scheduler, scheduler)  # type: ignore[arg-type]
+    return Sweep(root.name, folder, runs, None, DEFAULT_METRIC, Resources(), profile, root.parent)
 
 
 def settle_jobs_file(path: Path, sweep: Sweep, lines: dict[str, Any], rows: list[RunRow] | None = None) -> int:

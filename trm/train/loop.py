@@ -501,8 +501,8 @@ class Trainer:
         self.save_checkpoint(wait=True)
         self._write_summary("cancelled" if cancel else "checkpointed")
         if cancel:
-            self.say(f"stopping at step {self.step} ({reason}): checkpoint saved; cancelled (exit code "
-                     f"{EXIT_STOPPED}), resume it on request (train.resume=auto)")
+            self.say(f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_STOPPED} (a stop: "
+                     "this run does not requeue itself; train.resume=auto continues it)")
             return EXIT_STOPPED
         self.say(f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_REQUEUE} asks "
                  "for a requeue")
