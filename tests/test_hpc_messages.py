@@ -12,7 +12,6 @@ from types import ModuleType
 import pytest
 from conftest import TINY, run_trainer
 
-from trm.config import is_override
 from trm.hpc.collect import main as collect_main
 from trm.hpc.job import TrainJob
 from trm.hpc.profile import load_profile
@@ -48,6 +47,8 @@ def _spec(tmp_path: Path, overrides: str = "{}", profile: str = "local", name: s
 
 
 def test_grid_run_config_path_is_not_an_override(tmp_path: Path) -> None:
+    from trm.config import is_override
+
     run_dir = tmp_path / "runs" / "sweep" / "L_layers=1,L_cycles=2"
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("arch: {L_layers: 1}\n")
@@ -179,3 +180,15 @@ def test_status_and_collect_take_a_spec_a_jobs_txt_a_sweep_folder_and_a_run_fold
         out = tmp_path / "results"
         assert collect_main([*target, "--out", str(out), "--no-plots", "--quiet"]) == 0, capsys.readouterr().err
     assert (tmp_path / "results" / "jobs.csv").exists() and (tmp_path / "results" / "s.csv").exists()
+
+
+def test_batch_that_does_not_split_over_the_ranks_is_refused_at_submit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _spec(tmp_path, "{global_batch_size: 10, epochs: 6, eval_interval: 3}")
+    argv = [str(spec), "--runs-root", str(tmp_path / "runs"), "--gpus", "4"]
+    for extra in (["--dry-run"], []):
+        assert submit_tool.main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "run a: train.global_batch_size (10) must be divisible by the job's 4 ranks" in err
+    assert not (tmp_path / "runs").exists()

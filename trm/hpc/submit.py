@@ -132,6 +132,23 @@ def check_datasets(sweep: Sweep, runs: list[RunSpec]) -> None:
         )
 
 
+def check_ranks(sweep: Sweep, runs: list[RunSpec]) -> None:
+    """The batch sizes must split over the job's ranks (nodes x tasks per node), as the trainer
+    requires on the node: refused here, naming the run and the key, before anything goes out."""
+    ranks = sweep.resources.nodes * sweep.resources.ntasks_per_node
+    for run in runs:
+        if not run.trains:
+            continue
+        for key, size in (("train.global_batch_size", run.config.train.global_batch_size),
+                          ("eval.global_batch_size", run.config.eval.global_batch_size)):
+            if size and size % ranks:
+                raise SubmitError(
+                    f"run {run.name}: {key} ({size}) must be divisible by the job's {ranks} ranks "
+                    f"({sweep.resources.nodes} node(s) x {sweep.resources.ntasks_per_node} task(s)); "
+                    f"nothing was submitted. Change the batch size or the GPUs/tasks per node."
+                )
+
+
 def _chunks(runs: list[RunSpec], size: int) -> list[list[RunSpec]]:
     return [runs[i : i + size] for i in range(0, len(runs), size)]
 
@@ -140,6 +157,7 @@ def dry_run(
     sweep: Sweep, runs: list[RunSpec], out_dir: Path, array: bool = True, python: str | None = None
 ) -> list[Path]:
     """Write the scripts `submit_sweep` would submit, one per job (an array chunk or a run)."""
+    check_ranks(sweep, runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = logs_dir(sweep)
     command = submitit_command(python or job_python(sweep.profile, sweep.repo_root), folder)
@@ -264,6 +282,7 @@ def submit_sweep(
     from trm.hpc.backends import make_executor
 
     runs = list(sweep.runs if runs is None else runs)
+    check_ranks(sweep, runs)
     todo, skipped = plan(sweep, runs, existing)
     result = SubmitResult(skipped=skipped)
     for name, why in skipped.items():
