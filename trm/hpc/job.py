@@ -69,6 +69,8 @@ def slurm_stop_kind(job_id: str, restart_count: int) -> str:
       counted the restart (`Restarts` above this attempt's SLURM_RESTART_COUNT) and requeues the job.
     - "preempted": preempted with a GraceTime (`PreemptTime` set); a job that ends within its grace
       time is not requeued by the controller, so the job requeues itself.
+    - "timeout": the time limit passed before the warning signal did its work (`JobState=TIMEOUT`):
+      the job requeues itself as for a time-out, within the profile's budget.
     - "cancelled": anything else (scancel, a kill); also when scontrol cannot be asked.
     """
     try:
@@ -77,6 +79,8 @@ def slurm_stop_kind(job_id: str, restart_count: int) -> str:
     except (OSError, subprocess.SubprocessError):
         return "cancelled"
     fields = dict(w.split("=", 1) for w in out.split() if "=" in w)
+    if fields.get("JobState") == "TIMEOUT":
+        return "timeout"
     restarts = fields.get("Restarts", "0")
     if restarts.isdigit() and int(restarts) > restart_count:
         return "requeued"
@@ -192,8 +196,8 @@ class TrainJob:
             mark_jobs_line(self.run_dir, EXIT_STOPPED)
             sys.exit(EXIT_STOPPED)
         kind = _stop_kind()
-        if kind == "preempted":
-            self._requeue(env, elapsed_s, preempted=True)
+        if kind in ("preempted", "timeout"):
+            self._requeue(env, elapsed_s, preempted=kind == "preempted", timed_out=kind == "timeout")
         step = _step(self.run_dir)
         if kind == "requeued":
             update_status(
@@ -213,7 +217,7 @@ class TrainJob:
             mark_jobs_line(self.run_dir, EXIT_STOPPED)
         sys.exit(EXIT_STOPPED)
 
-    def _requeue(self, env: Any, elapsed_s: float, preempted: bool = False) -> None:
+    def _requeue(self, env: Any, elapsed_s: float, preempted: bool = False, timed_out: bool = False) -> None:
         from submitit.core.utils import DelayedSubmission
 
         if env.global_rank != 0:
@@ -224,7 +228,7 @@ class TrainJob:
         paths = env.paths
         delayed = DelayedSubmission.load(paths.submitted_pickle)
         delay_s = float(os.environ.get("TRM_SIGNAL_DELAY_S", "120"))  # exported by the job script
-        timed_out = not preempted and _timed_out(elapsed_s, delayed._timeout_min, delay_s)
+        timed_out = timed_out or (not preempted and _timed_out(elapsed_s, delayed._timeout_min, delay_s))
         countdown = delayed._timeout_countdown - int(timed_out)
         step = _step(self.run_dir)
         if countdown < 0:
@@ -253,7 +257,12 @@ class TrainJob:
             count="timeouts" if timed_out else "preemptions",
             message=message,
         )
-        env._requeue(countdown)
+        try:
+            env._requeue(countdown)
+        except (OSError, subprocess.SubprocessError) as e:  # e.g. scontrol refuses a job that is ending
+            message = f"{message.split(';')[0]}; checkpointed, but the requeue failed ({e}); {_RESUME_HINT}"
+            update_status(self.run_dir, state="failed", message=message)
+            raise TrainJobError(message) from None
         sys.exit(EXIT_REQUEUE)
 
     def checkpoint(self, *args: object, **kwargs: object):  # noqa: ANN201 (submitit's hook)
