@@ -82,13 +82,24 @@ def test_what_the_node_would_refuse_is_refused_at_submit_naming_run_and_key(
 )
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_command_line_resources_are_checked_like_a_specs(
-    option: list[str], needle: str, dry_run: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    option: list[str],
+    needle: str,
+    dry_run: bool,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("USER", "s123456")
     monkeypatch.chdir(tmp_path)
-    argv = [str(REPO / "jobs/quickstart.yaml"), "--profile", str(REPO / "env/dtu-lsf.yaml"),
-            "--runs-root", str(tmp_path / "runs"), *option, *(["--dry-run"] if dry_run else [])]
+    argv = [
+        str(REPO / "jobs/quickstart.yaml"),
+        "--profile",
+        str(REPO / "env/dtu-lsf.yaml"),
+        "--runs-root",
+        str(tmp_path / "runs"),
+        *option,
+        *(["--dry-run"] if dry_run else []),
+    ]
     assert submit_tool.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and needle in err and "Traceback" not in err
@@ -121,8 +132,14 @@ def test_single_run_script_header_has_no_empty_runs_line() -> None:
 
 
 def test_step_denominator_is_where_the_run_stops(tmp_path: Path, sudoku4: Path) -> None:
-    args = [str(REPO / "trm/configs/quickstart.yaml"), f"data.data_paths=[{sudoku4}]", *TINY,
-            "train.max_steps=7", f"run.root={tmp_path}", "run.name=r"]
+    args = [
+        str(REPO / "trm/configs/quickstart.yaml"),
+        f"data.data_paths=[{sudoku4}]",
+        *TINY,
+        "train.max_steps=7",
+        f"run.root={tmp_path}",
+        "run.name=r",
+    ]
     proc = run_trainer(args)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
@@ -136,8 +153,14 @@ def _failed_run(root: Path) -> Path:
     log = root / "s" / "logs" / "7_0_log.err"
     log.parent.mkdir(parents=True)
     log.write_text("Traceback ...\nValueError: boom\n")
-    update_status(run, state="failed", add_job_id="7", add_log_path=str(log.with_suffix(".out")), exit_code=1,
-                  message=f"failed: ValueError: boom; log: {log}")
+    update_status(
+        run,
+        state="failed",
+        add_job_id="7",
+        add_log_path=str(log.with_suffix(".out")),
+        exit_code=1,
+        message=f"failed: ValueError: boom; log: {log}",
+    )
     (run / "config.yaml").write_text((REPO / "trm/configs/quickstart.yaml").read_text())
     return run
 
@@ -160,8 +183,13 @@ def test_status_and_collect_take_a_spec_a_jobs_txt_a_sweep_folder_and_a_run_fold
     spec = _spec(tmp_path, "{epochs: 6, eval_interval: 3}")
     sweep = load_sweep(spec, runs_root=runs)
     for run in sweep.runs:
-        update_status(run.run_dir, state="cancelled", add_job_id="1", scheduler="local",
-                      message="cancelled at step 3 (SIGTERM: scancel, bkill or a kill); checkpoint kept")
+        update_status(
+            run.run_dir,
+            state="cancelled",
+            add_job_id="1",
+            scheduler="local",
+            message="cancelled at step 3 (SIGTERM: scancel, bkill or a kill); checkpoint kept",
+        )
     jobs = tmp_path / "jobs.txt"
     jobs.write_text(f"[ ] python tools/train.py {REPO / 'trm/configs/quickstart.yaml'} run.name=j\n")
     update_status(runs / "jobs" / "j", state="done", add_job_id="2", scheduler="local")

@@ -436,3 +436,22 @@ def test_jobs_txt_any_command_on_slurm_lines_end_marked_and_status_reads_tags(
     failed = next(r for r in rows.values() if r["state"] == "failed")
     assert failed["message"].startswith("failed: command exited with code 3; log: ")
     assert Path(failed["message"].split("log: ")[1]).exists()
+
+
+@pytest.mark.slow
+def test_time_limit_requeues_within_the_budget_and_counts_the_time_outs(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
+) -> None:
+    """A real 1-minute limit with max_num_timeout 1 (the test profile): requeued once, then stopped
+    with a message that counts both time-outs; the run keeps its checkpoint."""
+    spec = write_spec(tmp_path, "[slow]", steps=1000000, every=0, resources="{time: 1, cpus_per_task: 1}")
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs")
+    job_id = submit_sweep(sweep, say=lambda _: None).submitted["slow"]
+    run = sweep.run("slow")
+    wait_for("the end", lambda: read_status(run.run_dir).get("state") in ("failed", "done", "cancelled"),
+             timeout=400, every=1)
+    status = read_status(run.run_dir)
+    assert status["state"] == "failed" and status["timeouts"] == 2 and status["attempts"] == 2, status
+    assert status["message"].startswith("timed out at step ") and "2 time-out(s)" in status["message"], status
+    assert status["job_ids"] == [job_id] and status["preemptions"] == 0
+    assert has_checkpoint(run.run_dir)

@@ -35,8 +35,15 @@ class ShellJob:
         if env.global_rank != 0:
             return 0
         log = str(env.paths.stdout)
-        update_status(self.run_dir, state="running", count="attempts", add_job_id=env.job_id,
-                      host=socket.gethostname(), message="", add_log_path=log)
+        update_status(
+            self.run_dir,
+            state="running",
+            count="attempts",
+            add_job_id=env.job_id,
+            host=socket.gethostname(),
+            message="",
+            add_log_path=log,
+        )
         child = subprocess.Popen(["bash", "-c", self.command], cwd=self.cwd)
         stopped: list[int] = []
 
@@ -54,11 +61,19 @@ class ShellJob:
             update_status(self.run_dir, state="done", exit_code=0)
         elif stopped:
             name = signal.Signals(stopped[0]).name
-            update_status(self.run_dir, state="cancelled", exit_code=code,
-                          message=f"cancelled ({name}: scancel, bkill or a kill); a plain command is not resumable")
+            update_status(
+                self.run_dir,
+                state="cancelled",
+                exit_code=code,
+                message=f"cancelled ({name}: scancel, bkill or a kill); a plain command is not resumable",
+            )
         else:
-            update_status(self.run_dir, state="failed", exit_code=code,
-                          message=f"failed: command exited with code {code}; log: {log}")
+            update_status(
+                self.run_dir,
+                state="failed",
+                exit_code=code,
+                message=f"failed: command exited with code {code}; log: {log}",
+            )
         mark_jobs_line(self.run_dir, code)
         if code != 0:
             raise TrainJobError(first_line(f"command exited with code {code}: {self.command}"))
