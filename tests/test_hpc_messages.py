@@ -220,3 +220,22 @@ def test_batch_that_does_not_split_over_the_ranks_is_refused_at_submit(
         err = capsys.readouterr().err
         assert "run a: train.global_batch_size (10) must be divisible by the job's 4 ranks" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_collector_row_of_a_requeued_run_says_why(tmp_path: Path) -> None:
+    from trm.hpc.collect import collect
+
+    run = tmp_path / "s" / "r"
+    update_status(
+        run,
+        state="requeued",
+        add_job_id="7",
+        preemptions=1,
+        message="preempted at step 25 (the scheduler's SIGTERM; it requeues the job); checkpointed",
+    )
+    (result,) = collect([run.parent])
+    assert result.row("r").problems == [read_message(run)]
+
+
+def read_message(run: Path) -> str:
+    return json.loads((run / "status.json").read_text())["message"]

@@ -135,6 +135,8 @@ def _set_state(row: RunResult, files: RunFiles) -> None:
         if "log:" not in text and (logs or (row.run_dir / "train.log").exists()):
             text += f"; log: {logs[-1] if logs else row.run_dir / 'train.log'}"
         row.problems.append(text)
+    elif row.state == "requeued" and message:
+        row.problems.append(message)  # "preempted at step N ...; requeued" or "timed out ..."
     elif files.exists and summary is None and not (row.run_dir / "summary.json").exists() \
             and row.state not in _PRE_START_STATES:
         row.problems.append("no summary.json yet (the trainer writes it at its first log interval)")
