@@ -356,7 +356,7 @@ def test_slurm_preemption_by_requeue_resumes_from_the_term_checkpoint(
     # A job of the higher-priority partition that needs the whole node preempts the run.
     urgent = subprocess.run(
         ["sbatch", "--parsable", f"--partition={URGENT_PARTITION}", f"--cpus-per-task={slurm_cluster.ncpus}",
-         "--mem=1G", "--wrap", "sleep 3"],
+         "--mem=1G", "--output=/dev/null", "--wrap", "sleep 3"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     wait_for("the preemption", lambda: read_status(run.run_dir).get("preemptions", 0) >= 1, timeout=120)
