@@ -9,7 +9,8 @@ Needs the Debian packages of `.ci/install-slurm.sh` and root (the daemons run as
 mysql). Everything lives in a fresh folder under /tmp with its own munge key and socket and free TCP
 ports, so it never touches /etc/slurm, a system munged, or another test session's cluster. Settings
 follow shared/reference/local-slurm.md: linuxproc tracking (no cgroups), fake GPU devices, a short
-cred_expire so that a requeued job starts again after seconds, not minutes.
+cred_expire so that a requeued job starts again after seconds, not minutes. A second partition,
+`urgent`, preempts jobs of `debug` with PreemptMode=REQUEUE (SLURM's own preemption).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from pathlib import Path
 
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
 PARTITION = "debug"
+# A job here preempts jobs of PARTITION the way a busy site does (PreemptMode=REQUEUE, no
+# GraceTime): the controller sends SIGCONT + SIGTERM, SIGKILL after KillWait, and requeues the job.
+URGENT_PARTITION = "urgent"
 
 
 def slurm_installed() -> str | None:
@@ -256,7 +260,7 @@ class LocalSlurm:
                     "SlurmdParameters=config_overrides",
                     "MaxArraySize=1001",
                     "MinJobAge=300",
-                    "KillWait=5",
+                    "KillWait=30",  # SLURM's default: time to checkpoint between TERM and KILL
                     f"StateSaveLocation={r}/state/ctld",
                     f"SlurmdSpoolDir={r}/state/d",
                     f"SlurmctldPidFile={r}/run/slurmctld.pid",
@@ -276,7 +280,11 @@ class LocalSlurm:
                     f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.ncpus} RealMemory={self.mem_mb} "
                     + (f"Gres=gpu:{self.ngpus} " if self.ngpus else "")
                     + "State=UNKNOWN",
-                    f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+                    "PreemptType=preempt/partition_prio",
+                    "PreemptMode=REQUEUE",
+                    f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1",
+                    f"PartitionName={URGENT_PARTITION} Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10 "
+                    "PreemptMode=OFF",
                     "",
                 ]
             )

@@ -67,9 +67,12 @@ def test_requeue_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     )
     status = read_status(run_dir)
     assert (status["state"], status["preemptions"], status["timeouts"]) == ("requeued", 1, 1)
-    with pytest.raises(TrainJobError, match="timed out 1 times"):
-        job._requeue(env, elapsed_s=3500)  # no timeouts left: failed, not requeued
+    # no timeouts left: failed, not requeued; the message counts both time-outs (issue 9: it said "1 times")
+    expected = r"^timed out: 2 time-out\(s\), more than the profile's max_num_timeout \(1\)"
+    with pytest.raises(TrainJobError, match=expected):
+        job._requeue(env, elapsed_s=3500)
     assert env.requeued == [1, 0] and read_status(run_dir)["state"] == "failed"
+    assert read_status(run_dir)["timeouts"] == 2 and read_status(run_dir)["message"].startswith("timed out")
     other_rank = FakeEnv(tmp_path / "logs", rank=1)
     with pytest.raises(SystemExit):
         job._requeue(other_rank, elapsed_s=10)
@@ -121,3 +124,37 @@ def test_local_executor_preemption_restarts_and_resumes(tmp_path: Path, repo_sud
     assert status["state"] == "done" and status["preemptions"] == 1 and status["attempts"] == 2, status
     assert "resumed from" in log.read_text()
     assert json.loads((run.run_dir / "summary.json").read_text())["step"] == 60
+
+
+@pytest.mark.slow
+def test_local_cancel_checkpoints_stops_and_resumes_on_request(tmp_path: Path, repo_sudoku4: Path) -> None:
+    """The local backend's cancel (TERM through submitit's controller) is a cancel: checkpointed,
+    not restarted; a new submission of the run continues from that checkpoint."""
+    from trm.hpc.scheduler import cancel_jobs
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"name: s\nconfig: {REPO / 'trm/configs/quickstart.yaml'}\nprofile: local\nruns: [a]\n"
+        f"overrides: {{train.max_steps: 40, train.checkpoint_every_steps: 5, arch.hidden_size: 32, "
+        f"eval.max_batches: 1, log.progress: false, data.data_paths: [{DATA}]}}\n"
+    )
+    run = load_sweep(spec, runs_root=tmp_path / "runs").run("a")
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "config.yaml").write_text(to_yaml(run.config))
+    executor = make_executor(LOCAL, tmp_path / "logs", Resources(cpus_per_task=1, time="10"), REPO, "s.a")
+    job = executor.submit(TrainJob(run.run_dir))
+    wait_for("a checkpoint", lambda: any((run.run_dir / "checkpoints").glob("*/COMPLETE")), timeout=180)
+    cancel_jobs(LOCAL, [job.job_id])
+    with pytest.raises(Exception):  # noqa: B017 - submitit reports a job that ended without a result
+        job.result()
+    status = read_status(run.run_dir)
+    assert status["state"] == "cancelled" and status["attempts"] == 1 and status["exit_code"] == 143, status
+    assert status["message"].startswith("cancelled at step ")
+    stopped_at = json.loads((run.run_dir / "summary.json").read_text())["step"]
+    assert 0 < stopped_at < 40
+    job = executor.submit(TrainJob(run.run_dir))
+    assert job.result() == 0
+    status = read_status(run.run_dir)
+    assert status["state"] == "done" and status["attempts"] == 2 and status["preemptions"] == 0, status
+    assert "resumed from" in (run.run_dir / "train.log").read_text()
+    assert json.loads((run.run_dir / "summary.json").read_text())["step"] == 40

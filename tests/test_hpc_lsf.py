@@ -275,3 +275,24 @@ def test_two_ranks_in_one_lsf_job(lsf_shims: Path, tmp_path: Path, repo_sudoku4:
     assert (logs / f"{job_id}_0_log.out").exists() and (
         logs / f"{job_id}_1_log.out"
     ).exists()  # submitit's names
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_bkill_cancels_keeps_the_checkpoint_and_is_not_requeued(
+    lsf_shims: Path, tmp_path: Path, repo_sudoku4: Path
+) -> None:
+    """bkill (TERM, then KILL) is a cancel on LSF too: the trainer checkpoints, exits 143, which `-Q 75`
+    does not requeue; status.json says cancelled with the step, and the job ends EXIT."""
+    sweep = load_sweep(_spec(tmp_path, "[a]", 60, 5), runs_root=tmp_path / "runs")
+    job_id = submit_sweep(sweep, say=lambda _: None).submitted["a"]
+    run = sweep.run("a")
+    wait_for("a first checkpoint", lambda: has_checkpoint(run.run_dir), timeout=180, every=0.2)
+    out = subprocess.run(["bkill", job_id], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"Job <{job_id}> is being terminated"
+    wait_for("cancelled", lambda: read_status(run.run_dir).get("state") == "cancelled", timeout=120)
+    wait_for("bjobs to say EXIT", lambda: job_states(sweep.profile, [job_id]) == {job_id: "FAILED"}, timeout=90)
+    status = read_status(run.run_dir)
+    assert status["attempts"] == 1 and status["preemptions"] == 0 and status["exit_code"] == 143, status
+    assert status["message"].startswith("cancelled at step ") and has_checkpoint(run.run_dir)
+    assert "signal SIGTERM" in (run.run_dir / "train.log").read_text()

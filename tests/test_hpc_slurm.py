@@ -105,6 +105,10 @@ def test_refused_partition_is_shown_verbatim_and_nothing_is_left(
     assert "refused run(s) a, b" in text and "invalid partition" in text.lower()
     assert "Already submitted: none" in text
     assert not (tmp_path / "runs" / "tiny" / "a").exists() and not (tmp_path / "runs" / "tiny" / "b").exists()
+    assert not list((tmp_path / "runs").rglob("*.pkl")), list((tmp_path / "runs").rglob("*"))  # no orphans
+    with pytest.raises(SubmitError, match="refused run\\(s\\) a:"):
+        submit_sweep(sweep, array=False, say=lambda _: None)  # one job per run: submitit's own pickle path
+    assert not list((tmp_path / "runs").rglob("*.pkl")), list((tmp_path / "runs").rglob("*"))
 
 
 def test_missing_dataset_and_existing_runs_are_refused(slurm_cluster: LocalSlurm, tmp_path: Path) -> None:
@@ -290,3 +294,164 @@ def test_cancel_one_run_then_resume_it(
     assert len(read_status(b)["job_ids"]) == 1
     assert submit.main([*base, "--cancel"]) == 0
     assert {read_status(a)["state"], read_status(b)["state"]} == {"cancelled"}
+
+
+def _tool_json(tool, argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, dict]:  # noqa: ANN001
+    capsys.readouterr()
+    assert tool.main([*argv, "--json"]) == 0
+    return {r["run"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+
+
+@pytest.mark.slow
+def test_scancel_cancels_keeps_the_checkpoint_and_resume_continues(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain `scancel JOBID` (TERM, then KILL) ends the job: cancelled, not requeued; the TERM
+    checkpoint is kept and `tools/submit.py SPEC --resume` continues from it."""
+    spec = write_spec(tmp_path, "[a]", steps=60, every=5)
+    base = [str(spec), "--runs-root", str(tmp_path / "runs")]
+    assert _tool("submit").main(base) == 0
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs")
+    run = sweep.run("a")
+    job_id = read_status(run.run_dir)["job_ids"][0]
+    wait_for("a first checkpoint", lambda: has_checkpoint(run.run_dir), timeout=180, every=0.2)
+    subprocess.run(["scancel", job_id], check=True)
+    wait_for("cancelled", lambda: read_status(run.run_dir).get("state") == "cancelled", timeout=120)
+    wait_for("sacct CANCELLED", lambda: job_states(sweep.profile, [job_id])[job_id] == "CANCELLED", timeout=60)
+    time.sleep(15)  # longer than the requeue delay (cred_expire=10): a requeued job would be back by now
+    status = read_status(run.run_dir)
+    assert status["state"] == "cancelled" and status["attempts"] == 1 and status["preemptions"] == 0, status
+    assert status["message"].startswith("cancelled at step ") and "--resume" in status["message"], status
+    assert job_states(sweep.profile, [job_id])[job_id] == "CANCELLED"
+    stopped_at = json.loads((run.run_dir / "summary.json").read_text())["step"]
+    assert 0 < stopped_at < 60 and has_checkpoint(run.run_dir)
+    row = _tool_json(_tool("status"), base, capsys)["a"]
+    assert row["state"] == "cancelled" and row["message"].startswith("cancelled at step")
+
+    assert _tool("submit").main([*base, "--resume"]) == 0
+    wait_for("done", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300)
+    status = read_status(run.run_dir)
+    assert status["state"] == "done" and status["attempts"] == 2 and len(status["job_ids"]) == 2, status
+    assert status["message"] == "" and status["preemptions"] == 0
+    assert f"at step {stopped_at}" in (run.run_dir / "train.log").read_text().split("resumed from")[1]
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert (summary["step"], summary["total_steps"]) == (60, 60)
+
+
+@pytest.mark.slow
+def test_slurm_preemption_by_requeue_resumes_from_the_term_checkpoint(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SLURM's own preemption (PreemptMode=REQUEUE: SIGCONT + SIGTERM, then the controller requeues
+    the job) is a preemption, not a cancel: the restart resumes from the TERM checkpoint."""
+    from slurm_cluster import URGENT_PARTITION
+
+    spec = write_spec(tmp_path, "[victim]", steps=60, every=5, resources="{time: 10, cpus_per_task: 2}")
+    base = [str(spec), "--runs-root", str(tmp_path / "runs")]
+    assert _tool("submit").main(base) == 0
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs")
+    run = sweep.run("victim")
+    job_id = read_status(run.run_dir)["job_ids"][0]
+    wait_for("a first checkpoint", lambda: has_checkpoint(run.run_dir), timeout=180, every=0.2)
+    # A job of the higher-priority partition that needs the whole node preempts the run.
+    urgent = subprocess.run(
+        ["sbatch", "--parsable", f"--partition={URGENT_PARTITION}", f"--cpus-per-task={slurm_cluster.ncpus}",
+         "--mem=1G", "--output=/dev/null", "--wrap", "sleep 3"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    wait_for("the preemption", lambda: read_status(run.run_dir).get("preemptions", 0) >= 1, timeout=120)
+    wait_for("running again", lambda: read_status(run.run_dir).get("attempts", 0) >= 2, timeout=180)
+    row = _tool_json(_tool("status"), base, capsys)["victim"]
+    assert row["state"] in ("running", "done") and row["preemptions"] == 1, row
+    wait_for("done", lambda: read_status(run.run_dir).get("state") in ("done", "failed", "cancelled"), timeout=300)
+    status = read_status(run.run_dir)
+    assert status["state"] == "done" and status["preemptions"] == 1 and status["attempts"] == 2, status
+    assert status["job_ids"] == [job_id]  # the controller requeued the same job
+    log = (run.run_dir / "train.log").read_text()
+    assert "signal SIGTERM" in log and "resumed from" in log
+    assert job_states(sweep.profile, [urgent])[urgent] in ("COMPLETED", "GONE")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["slurm", "local"])
+def test_grid_sweep_trains_and_both_summaries_read_back(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, backend: str
+) -> None:
+    """Grid run names hold `=` and `,` (`L_layers=1,L_cycles=2`): the node must take the run's
+    config path for the config, not for a key=value override (issue 9)."""
+    from trm.hpc.collect import collect
+
+    spec = write_spec(tmp_path, "[]", steps=4)
+    spec.write_text(spec.read_text().replace("runs: []", "grid: {arch.L_layers: [1], arch.L_cycles: [1, 2]}"))
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs", profile=None if backend == "slurm" else "local")
+    assert [r.name for r in sweep.runs] == ["L_layers=1,L_cycles=1", "L_layers=1,L_cycles=2"]
+    submit_sweep(sweep, say=lambda _: None)
+    for run in sweep.runs:
+        wait_for(f"{run.name} to end", lambda r=run: read_status(r.run_dir).get("state") in ("done", "failed"),
+                 timeout=300)
+        assert read_status(run.run_dir)["state"] == "done", read_status(run.run_dir)
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        assert summary["run_name"] == run.name and summary["step"] == summary["total_steps"] == 4
+    (result,) = collect([tmp_path / "runs" / "tiny"])
+    assert {r.name: r.state for r in result.rows} == {r.name: "done" for r in sweep.runs}
+    assert all("eval/exact_accuracy" in r.final for r in result.rows)
+
+
+@pytest.mark.slow
+def test_jobs_txt_any_command_on_slurm_lines_end_marked_and_status_reads_tags(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tools/submit.py jobs.txt takes any command line: a training keeps its run handling, other
+    commands run as plain jobs; `[slurm:ID]` tags are read back by tools/status.py, and the lines
+    become [x] / [!] when their jobs end."""
+    jobs = tmp_path / "jobs.txt"
+    train = f"python tools/train.py {REPO / 'trm/configs/quickstart.yaml'} data_paths=[{DATA}] train.max_steps=3"
+    jobs.write_text(
+        f"[ ] {train} arch.hidden_size=32 run.name=one\n"
+        "[ ] echo made > made.txt && test -s made.txt\n"
+        "[ ] echo about to fail; exit 3\n"
+    )
+    profile = str(write_profile(tmp_path))
+    runs = str(tmp_path / "runs")
+    argv = [str(jobs), "--profile", profile, "--runs-root", runs, "--time", "10", "--cpus", "1", "--mem-gb", "1"]
+    assert _tool("submit").main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"status: python tools/status.py {jobs} --profile {profile} --runs-root {runs}" in printed
+    assert all(line.startswith("[-] ") and "[slurm:" in line for line in jobs.read_text().splitlines())
+    status_argv = [str(jobs), "--profile", profile, "--runs-root", runs]
+    rows = _tool_json(_tool("status"), status_argv, capsys)
+    assert set(rows) == {"one", *(r for r in rows if r.startswith("cmd-"))} and len(rows) == 3
+
+    def ended() -> bool:
+        _tool("status").main(status_argv)  # settles lines of jobs that ended without marking them
+        return not any(line.startswith("[-]") for line in jobs.read_text().splitlines())
+
+    wait_for("every line to end", ended, timeout=300, every=2)
+    lines = jobs.read_text().splitlines()
+    assert lines[0] == f"[x] {train} arch.hidden_size=32 run.name=one", lines
+    assert lines[1] == "[x] echo made > made.txt && test -s made.txt" and (tmp_path / "made.txt").exists()
+    assert lines[2] == "[!] echo about to fail; exit 3 [exit 3]", lines
+    rows = _tool_json(_tool("status"), status_argv, capsys)
+    assert rows["one"]["state"] == "done" and rows["one"]["step"] == 3
+    failed = next(r for r in rows.values() if r["state"] == "failed")
+    assert failed["message"].startswith("failed: command exited with code 3; log: ")
+    assert Path(failed["message"].split("log: ")[1]).exists()
+
+
+@pytest.mark.slow
+def test_time_limit_requeues_within_the_budget_and_counts_the_time_outs(
+    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
+) -> None:
+    """A real 1-minute limit with max_num_timeout 1 (the test profile): requeued once, then stopped
+    with a message that counts both time-outs; the run keeps its checkpoint."""
+    spec = write_spec(tmp_path, "[slow]", steps=1000000, every=0, resources="{time: 1, cpus_per_task: 1}")
+    sweep = load_sweep(spec, runs_root=tmp_path / "runs")
+    job_id = submit_sweep(sweep, say=lambda _: None).submitted["slow"]
+    run = sweep.run("slow")
+    wait_for("the end", lambda: read_status(run.run_dir).get("state") in ("failed", "done", "cancelled"),
+             timeout=400, every=1)
+    status = read_status(run.run_dir)
+    assert status["state"] == "failed" and status["timeouts"] == 2 and status["attempts"] == 2, status
+    assert status["message"].startswith("timed out at step ") and "2 time-out(s)" in status["message"], status
+    assert status["job_ids"] == [job_id] and status["preemptions"] == 0
+    assert has_checkpoint(run.run_dir)

@@ -2,6 +2,8 @@
 
     python tools/collect.py jobs/maze_ablations.yaml                  # a sweep spec (runs under runs/)
     python tools/collect.py runs/maze_ablations/ --baseline baseline  # a folder of run directories
+    python tools/collect.py runs/maze_ablations/baseline              # one run directory
+    python tools/collect.py jobs.txt                                  # the runs a jobs.txt submitted
     python tools/collect.py jobs/a.yaml jobs/b.yaml --markdown        # several sweeps, + results/<sweep>.md
     python tools/collect.py jobs/a.yaml --append results/all.csv      # merge into a shared file (locked)
     python tools/collect.py jobs/a.yaml --wandb                       # also `wandb sync` offline wandb runs

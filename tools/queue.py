@@ -8,6 +8,7 @@
 jobs.txt: one command a line, `[ ]` pending, `[-] ... [host:pid]` running, `[x]` done, `[!] ... [exit N]`
 failed, `#` comments (see trm/hpc/jobs_file.py). Commands run with bash in the file's folder. A line
 whose runner died is picked up again; a training that checkpointed on a signal (exit 75) too.
+Writers of the file take the lock `jobs.txt.lock` beside it: an empty file that stays (leave it).
 To send the pending lines to a cluster instead: python tools/submit.py jobs.txt --profile env/X.yaml
 """
 

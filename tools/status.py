@@ -2,7 +2,9 @@
 
     python tools/status.py jobs/maze_ablations.yaml
     python tools/status.py jobs/maze_ablations.yaml --profile env/dtu-lsf.yaml --json
-    python tools/status.py jobs.txt --profile env/slurm-generic.yaml
+    python tools/status.py jobs.txt --profile env/slurm-generic.yaml     # also marks ended lines [x]/[!]
+    python tools/status.py runs/maze_ablations/                          # a folder of run directories
+    python tools/status.py runs/maze_ablations/baseline                  # one run directory
 
 Columns: run, state (not submitted, pending, running, requeued, suspended, done, failed, cancelled;
 with "preempted xN" / "timed out xN" when the run survived those), step/total, epoch, the sweep's
@@ -25,7 +27,7 @@ if __name__ == "__main__":
 from trm.hpc.jobs_file import JobsFileError, jobs_sweep  # noqa: E402
 from trm.hpc.profile import ProfileError, load_profile  # noqa: E402
 from trm.hpc.spec import Resources, SpecError, find_repo_root, load_sweep  # noqa: E402
-from trm.hpc.status import format_table, sweep_rows  # noqa: E402
+from trm.hpc.status import folder_sweep, format_table, settle_jobs_file, sweep_rows  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", help="a sweep spec (jobs/*.yaml) or a jobs.txt")
-    p.add_argument("--profile", help="cluster profile (default: the spec's)")
+    p.add_argument("spec", help="a sweep spec (jobs/*.yaml), a jobs.txt, a runs/<sweep>/ folder or a run folder")
+    p.add_argument("--profile", help="cluster profile (default: the spec's; for a jobs.txt or a folder: local)")
     p.add_argument(
         "--runs-root", help="where <sweep>/<run> directories are (default: the profile's, else runs/)"
     )
@@ -44,16 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         path = Path(args.spec)
-        if path.suffix == ".txt":
-            if not args.profile:
-                raise SpecError(f"{path}: pass --profile for a jobs.txt (the one it was submitted with)")
-            profile = load_profile(args.profile, find_repo_root(path.resolve().parent))
-            sweep, _ = jobs_sweep(
+        root = find_repo_root(path.resolve().parent)
+        if path.is_dir():
+            sweep = folder_sweep(path, load_profile(args.profile, root) if args.profile else None)
+            rows = sweep_rows(sweep, query_scheduler=not args.no_scheduler)
+        elif path.suffix == ".txt":
+            # Each run's status.json names the scheduler it went to; the profile only places runs_root.
+            profile = load_profile(args.profile or "local", root)
+            sweep, lines = jobs_sweep(
                 path, profile, Resources(), args.runs_root, states=("pending", "running", "done", "failed")
             )
+            rows = sweep_rows(sweep, query_scheduler=not args.no_scheduler)
+            settle_jobs_file(path, sweep, lines, rows)
         else:
             sweep = load_sweep(path, runs_root=args.runs_root, profile=args.profile)
-        rows = sweep_rows(sweep, query_scheduler=not args.no_scheduler)
+            rows = sweep_rows(sweep, query_scheduler=not args.no_scheduler)
     except (SpecError, ProfileError, JobsFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,10 +28,19 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from trm.hpc.jobs_file import JobsFileError, jobs_sweep, mark_submitted  # noqa: E402
-from trm.hpc.profile import ProfileError, load_profile  # noqa: E402
+from trm.hpc.profile import Profile, ProfileError, load_profile  # noqa: E402
 from trm.hpc.render import RenderError  # noqa: E402
 from trm.hpc.scheduler import SchedulerError  # noqa: E402
-from trm.hpc.spec import Resources, SpecError, Sweep, find_repo_root, load_sweep, parse_time_minutes  # noqa: E402
+from trm.hpc.spec import (  # noqa: E402
+    Resources,
+    SpecError,
+    Sweep,
+    check_resource,
+    check_resources,
+    find_repo_root,
+    load_sweep,
+)
+from trm.hpc.status import settle_jobs_file  # noqa: E402
 from trm.hpc.submit import SubmitError, cancel_sweep, dry_run, submit_sweep  # noqa: E402
 
 
@@ -59,7 +69,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument(
         "--dry-run", action="store_true", help="write the job scripts and print where; submit nothing"
     )
-    p.add_argument("--out", help="folder for --dry-run scripts (default: <runs_root>/<sweep>/dry-run)")
+    p.add_argument(
+        "--out",
+        help="folder for --dry-run scripts (default: <runs_root>/<sweep>/dry-run, or ./dry-run/<sweep> when "
+        "the runs root is not on this machine)",
+    )
     p.add_argument("--no-array", action="store_true", help="one job per run instead of job arrays")
     p.add_argument("--no-data-check", action="store_true", help="do not check that the datasets exist here")
     res = p.add_argument_group("resources (override the spec's; the only source for a jobs.txt)")
@@ -71,21 +85,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _resources(base: Resources, args: argparse.Namespace) -> Resources:
-    changes = {
-        k: v
-        for k, v in (
-            ("gpus_per_node", args.gpus),
-            ("cpus_per_task", args.cpus),
-            ("mem_gb", args.mem_gb),
-            ("time", args.time),
-            ("queue", args.queue),
-        )
-        if v is not None
-    }
-    if "time" in changes:
-        parse_time_minutes(changes["time"], "--time")
-    return dataclasses.replace(base, **changes)
+_OPTIONS = {"gpus_per_node": "--gpus", "cpus_per_task": "--cpus", "mem_gb": "--mem-gb", "time": "--time",
+            "queue": "--queue"}
+
+
+def _resources(base: Resources, args: argparse.Namespace, profile: Profile) -> Resources:
+    """The spec's resources with the command line's on top, each checked as a spec's would be."""
+    changes = {}
+    for key, option in _OPTIONS.items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            changes[key] = check_resource(key, value, option, profile)
+    return check_resources(dataclasses.replace(base, **changes), "command line", profile)
 
 
 def _load(args: argparse.Namespace) -> tuple[Sweep, dict]:
@@ -96,11 +107,17 @@ def _load(args: argparse.Namespace) -> tuple[Sweep, dict]:
                 f"{path}: a jobs.txt has no profile; pass --profile env/<cluster>.yaml (or local)"
             )
         profile = load_profile(args.profile, find_repo_root(path.resolve().parent))
-        sweep, lines = jobs_sweep(path, profile, _resources(Resources(), args), args.runs_root)
+        sweep, lines = jobs_sweep(path, profile, _resources(Resources(), args, profile), args.runs_root)
         return sweep, lines
     sweep = load_sweep(path, runs_root=args.runs_root, profile=args.profile)
-    sweep.resources = _resources(sweep.resources, args)
+    sweep.resources = _resources(sweep.resources, args, sweep.profile)
     return sweep, {}
+
+
+def _dry_run_folder(sweep: Sweep) -> Path:
+    """<runs_root>/<sweep>/dry-run where the runs root exists here; else ./dry-run/<sweep>, so that a
+    dry run for a cluster's paths (/work3/$USER/...) creates nothing of them on this machine."""
+    return sweep.dir / "dry-run" if sweep.runs_root.is_dir() else Path("dry-run") / sweep.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             cancel_sweep(sweep, runs)
             return 0
         if args.dry_run:
-            out = Path(args.out) if args.out else sweep.dir / "dry-run"
+            out = Path(args.out) if args.out else _dry_run_folder(sweep)
             paths = dry_run(sweep, runs, out, array=not args.no_array)
             print(
                 f"{len(paths)} {sweep.profile.scheduler} script(s) for {len(runs)} run(s) of {sweep.name} "
@@ -133,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.spec),
                 {lines[name]: f"{sweep.profile.scheduler}:{job}" for name, job in result.submitted.items()},
             )
+            # Runs that ended already (all of them with the local profile): their lines say how.
+            _, marked = jobs_sweep(Path(args.spec), sweep.profile, sweep.resources, args.runs_root, ("running",))
+            settle_jobs_file(Path(args.spec), sweep, {k: v for k, v in marked.items() if k in result.submitted})
         counts = f"{len(result.submitted)} submitted, {len(result.skipped)} skipped"
         print(f"{sweep.name}: {counts}" + (f", {len(result.failed)} failed" if result.failed else ""))
         print(
-            f"status: python tools/status.py {args.spec}"
-            + (f" --profile {args.profile}" if args.profile else "")
+            f"status: python tools/status.py {shlex.quote(args.spec)}"
+            + (f" --profile {shlex.quote(args.profile)}" if args.profile else "")
+            + (f" --runs-root {shlex.quote(args.runs_root)}" if args.runs_root else "")
         )
         return 1 if result.failed else 0
     except (SpecError, ProfileError, JobsFileError, SubmitError, RenderError, SchedulerError) as e:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -364,6 +365,17 @@ def _normalise(flat: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+_OVERRIDE = re.compile(r"^[+~]?[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+def is_override(word: str) -> bool:
+    """`key=value` (a dotted key, maybe `+`-prefixed), not a path such as `runs/s/L_layers=1/config.yaml`
+    (grid run names hold `=`): a YAML file that exists, or a word with a `/` before its `=`, is a path."""
+    if word.endswith((".yaml", ".yml")) and Path(word).is_file():
+        return False
+    return bool(_OVERRIDE.match(word))
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in overrides:
@@ -403,6 +415,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     check_ranges(cfg)
     return cfg
+
+
+def check_runnable(cfg: Config) -> None:
+    """What the trainer refuses across fields, before it builds anything; the cluster layer calls this
+    too, so a sweep is refused at submit rather than on the node."""
+    if cfg.eval.eval_interval >= 1 and cfg.train.epochs % cfg.eval.eval_interval:
+        raise ConfigError(f"train.epochs ({cfg.train.epochs}) must be a multiple of eval.eval_interval "
+                          f"({cfg.eval.eval_interval}): evaluations happen between chunks of that many epochs")
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

@@ -45,12 +45,13 @@ for ((t = 0; t < TRM_LSF_NTASKS; t++)); do
   fi
   pids+=($!)
 done
-# Forward the warning signal (and a kill's TERM) to every rank; keep waiting while they checkpoint:
-# `wait` returns early when a trapped signal arrives.
+# Forward the warning signal (requeue) and a kill's TERM (stop) to every rank; keep waiting while
+# they checkpoint: `wait` returns early when a trapped signal arrives. bkill sends INT first (then
+# TERM, then KILL): a stop too, forwarded as TERM so that the ranks checkpoint at once.
 forward() { kill -s "$1" "${pids[@]}" 2>/dev/null || true; }
 trap 'forward USR2' USR2
 trap 'forward TERM' TERM
-trap 'forward INT' INT
+trap 'forward TERM' INT
 rc=0
 for pid in "${pids[@]}"; do
   while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done

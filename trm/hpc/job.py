@@ -1,25 +1,39 @@
 """`TrainJob(run_dir)`: the callable submitit runs on the node, once per task (rank).
 
 It trains the run from its frozen `config.yaml` (written at submit) with `trm.train.entry.main`.
-The trainer owns the warning signal: it checkpoints at the next step boundary and returns
-EXIT_REQUEUE (75). Rank 0 then requeues the job through the backend's job environment (SLURM:
-`scontrol requeue`; LSF: exit 75 with `-Q 75`, or `brequeue`; local: submitit's restart code), after
-rewriting submitit's pickle with the remaining timeout budget. The next attempt starts the same
-callable, and `train.resume=auto` continues from the newest complete checkpoint. Timeouts are
-requeued at most `max_num_timeout` times; preemptions without limit (submitit's rule).
+The trainer owns the signals (trm.train.preempt) and says with its exit code what happened:
+
+- 75 (the scheduler's warning signal, or its own time limit): checkpointed, requeue me. Rank 0
+  requeues the job through the backend's job environment (SLURM: `scontrol requeue`; LSF: exit 75
+  with `-Q 75`, or `brequeue`; local: submitit's restart code), after rewriting submitit's pickle
+  with the remaining timeout budget. Timeouts are requeued at most `max_num_timeout` times,
+  preemptions without limit (submitit's rule).
+- 143 (SIGTERM/SIGINT: scancel, bkill, a cancel of the local controller): checkpointed and stopped.
+  The run is `cancelled`, resumable with `tools/submit.py SPEC --resume`, unless the scheduler
+  itself is requeueing the job (SLURM preemption with PreemptMode=REQUEUE sends TERM too): then it
+  is a preemption. When the node cannot tell and the job starts again under the same id, the
+  restart turns the cancel into a preemption (`_started`).
+
+status.json's `message` always describes the latest transition ("preempted ...", "timed out ...",
+"cancelled ...", "failed: <first line of the error> ..."); a new attempt clears it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from trm.hpc.runstate import read_status, update_status
 
 EXIT_REQUEUE = 75  # trm.train.preempt.EXIT_REQUEUE
+EXIT_STOPPED = 143  # trm.train.preempt.EXIT_STOPPED
+_RESUME_HINT = "resume it with tools/submit.py SPEC --resume"
 
 
 class TrainJobError(RuntimeError):
@@ -33,6 +47,67 @@ def _timed_out(elapsed_s: float, timeout_min: float, signal_delay_s: float) -> b
     shorter than 10 minutes a timeout.)"""
     limit_s = timeout_min * 60
     return timeout_min > 0 and elapsed_s >= limit_s - 2 * signal_delay_s - 60
+
+
+def first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else "no message")[:300]
+
+
+def _step(run_dir: Path) -> str:
+    try:
+        step = json.loads((run_dir / "summary.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        step = None
+    return f" at step {step}" if isinstance(step, int) else ""
+
+
+def slurm_stop_kind(job_id: str, restart_count: int) -> str:
+    """Why this SLURM job's tasks got a TERM, from what the controller says about the job:
+
+    - "requeued": preempted with PreemptMode=REQUEUE and no GraceTime; the controller has already
+      counted the restart (`Restarts` above this attempt's SLURM_RESTART_COUNT) and requeues the job.
+    - "preempted": preempted with a GraceTime (`PreemptTime` set); a job that ends within its grace
+      time is not requeued by the controller, so the job requeues itself.
+    - "timeout": the time limit passed before the warning signal did its work (`JobState=TIMEOUT`):
+      the job requeues itself as for a time-out, within the profile's budget.
+    - "cancelled": anything else (scancel, a kill); also when scontrol cannot be asked.
+    """
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "cancelled"
+    fields = dict(w.split("=", 1) for w in out.split() if "=" in w)
+    if fields.get("JobState") == "TIMEOUT":
+        return "timeout"
+    restarts = fields.get("Restarts", "0")
+    if restarts.isdigit() and int(restarts) > restart_count:
+        return "requeued"
+    if fields.get("PreemptTime", "None") not in ("None", "Unknown", ""):
+        return "preempted"
+    return "cancelled"
+
+
+def _stop_kind() -> str:
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and os.environ.get("SLURM_JOB_ID"):
+        restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+        return slurm_stop_kind(os.environ["SLURM_JOB_ID"], int(restart) if restart.isdigit() else 0)
+    return "cancelled"  # LSF preempts by suspending (the job stays alive); the local backend never preempts
+
+
+def mark_jobs_line(run_dir: Path, code: int) -> None:
+    """A run submitted from a jobs.txt: its line becomes [x] or [!] ... [exit N] now that it ended."""
+    status = read_status(run_dir)
+    path, command = status.get("jobs_file"), status.get("jobs_command")
+    if not path or not command or not status.get("job_ids") or not Path(path).is_file():
+        return
+    from trm.hpc.jobs_file import mark_ended
+
+    try:
+        mark_ended(Path(path), command, f"{status.get('scheduler', '')}:{status['job_ids'][-1]}", code)
+    except (OSError, ValueError, TimeoutError) as e:  # the result is in status.json; the line is a convenience
+        print(f"warning: could not mark line of {path}: {e}", file=sys.stderr)
 
 
 class TrainJob:
@@ -49,6 +124,33 @@ class TrainJob:
             f"run.name={self.run_dir.name}",
         ]
 
+    def _started(self, env: Any) -> None:
+        """Rank 0 at the start of an attempt. A run this very job marked cancelled after a TERM (or
+        left running), and that runs again, was requeued by the scheduler: a preemption, not a cancel."""
+        before = read_status(self.run_dir)
+        same_job = str(env.job_id) in before.get("job_ids", [])
+        preempted = (before.get("state") == "cancelled" and before.get("stopped_job") == str(env.job_id)) or (
+            # killed before the trainer could say anything (TERM before its handlers), then requeued
+            before.get("state") == "running" and same_job and os.environ.get("SLURM_RESTART_COUNT", "0") != "0"
+        )
+        update_status(
+            self.run_dir,
+            state="running",
+            count="attempts",
+            add_job_id=env.job_id,
+            host=socket.gethostname(),
+            message="",
+            stopped_job="",
+            add_log_path=str(env.paths.stdout),
+            **({"preemptions": int(before.get("preemptions", 0)) + 1} if preempted else {}),
+        )
+
+    def _logs(self, env: Any) -> str:
+        """The log files of this attempt that exist, for a message."""
+        paths = [Path(env.paths.stderr), Path(env.paths.stdout), self.run_dir / "train.log"]
+        found = list(dict.fromkeys(str(p) for p in paths if p.exists()))
+        return f"; log: {', '.join(found)}" if found else ""
+
     def __call__(self) -> int:
         import submitit
 
@@ -56,67 +158,111 @@ class TrainJob:
         env = submitit.JobEnvironment()
         rank = env.global_rank
         if rank == 0:
-            update_status(
-                self.run_dir,
-                state="running",
-                count="attempts",
-                add_job_id=env.job_id,
-                host=socket.gethostname(),
-                message="",
-                add_log_path=str(env.paths.stdout),
-            )
+            self._started(env)
         from trm.train.entry import main
 
+        errors: list[str] = []
         try:
-            code = main(self.argv())
+            code = main(self.argv(), on_error=errors.append)
         except Exception as e:  # record it for tools/status.py, then let submitit report the traceback
             if rank == 0:
-                update_status(
-                    self.run_dir, state="failed", message=f"{type(e).__name__}: {e}"[:500], exit_code=1
-                )
+                message = f"failed: {first_line(f'{type(e).__name__}: {e}')}{self._logs(env)}"
+                update_status(self.run_dir, state="failed", message=message, exit_code=1)
+                mark_jobs_line(self.run_dir, 1)
             raise
         if code == 0:
             if rank == 0:
-                update_status(self.run_dir, state="done")
+                update_status(self.run_dir, state="done", message="", exit_code=0)
+                mark_jobs_line(self.run_dir, 0)
             return 0
         if code == EXIT_REQUEUE:
             self._requeue(env, time.monotonic() - start)
-        message = f"training exited with code {code}; see {env.paths.stderr} and {self.run_dir / 'train.log'}"
+        if code == EXIT_STOPPED:
+            self._stopped(env, time.monotonic() - start)
+        why = first_line(errors[0]) if errors else f"training exited with code {code}"
+        message = f"failed: {why}{self._logs(env)}"
         if rank == 0:
             update_status(self.run_dir, state="failed", message=message, exit_code=code)
+            mark_jobs_line(self.run_dir, code)
         raise TrainJobError(message)
 
-    def _requeue(self, env, elapsed_s: float) -> None:  # noqa: ANN001 (a submitit JobEnvironment)
+    def _stopped(self, env: Any, elapsed_s: float) -> None:
+        """TERM/INT: the trainer checkpointed and stopped. A cancel, unless the scheduler preempted."""
+        if env.global_rank != 0:
+            sys.exit(EXIT_STOPPED)
+        status = read_status(self.run_dir)
+        if status.get("state") == "cancelled":
+            update_status(self.run_dir, exit_code=EXIT_STOPPED)  # tools/submit.py --cancel said so already
+            mark_jobs_line(self.run_dir, EXIT_STOPPED)
+            sys.exit(EXIT_STOPPED)
+        kind = _stop_kind()
+        if kind in ("preempted", "timeout"):
+            self._requeue(env, elapsed_s, preempted=kind == "preempted", timed_out=kind == "timeout")
+        step = _step(self.run_dir)
+        if kind == "requeued":
+            update_status(
+                self.run_dir,
+                state="requeued",
+                count="preemptions",
+                message=f"preempted{step} (the scheduler's SIGTERM; it requeues the job); checkpointed",
+            )
+        else:
+            update_status(
+                self.run_dir,
+                state="cancelled",
+                exit_code=EXIT_STOPPED,
+                stopped_job=str(env.job_id),
+                message=f"cancelled{step} (SIGTERM: scancel, bkill or a kill); checkpoint kept, {_RESUME_HINT}",
+            )
+            mark_jobs_line(self.run_dir, EXIT_STOPPED)
+        sys.exit(EXIT_STOPPED)
+
+    def _requeue(self, env: Any, elapsed_s: float, preempted: bool = False, timed_out: bool = False) -> None:
         from submitit.core.utils import DelayedSubmission
 
         if env.global_rank != 0:
             sys.exit(EXIT_REQUEUE)  # rank 0 requeues the whole job
-        if read_status(self.run_dir).get("state") == "cancelled":
+        status = read_status(self.run_dir)
+        if status.get("state") == "cancelled":
             sys.exit(EXIT_REQUEUE)  # stopped by tools/submit.py --cancel: checkpointed, stays cancelled
         paths = env.paths
         delayed = DelayedSubmission.load(paths.submitted_pickle)
         delay_s = float(os.environ.get("TRM_SIGNAL_DELAY_S", "120"))  # exported by the job script
-        timed_out = _timed_out(elapsed_s, delayed._timeout_min, delay_s)
+        timed_out = timed_out or (not preempted and _timed_out(elapsed_s, delayed._timeout_min, delay_s))
         countdown = delayed._timeout_countdown - int(timed_out)
+        step = _step(self.run_dir)
         if countdown < 0:
+            num = int(status.get("timeouts", 0)) + 1
             message = (
-                f"timed out {delayed._timeout_countdown + 1} times (max_num_timeout of the profile); "
-                f"not requeued. Resume it with tools/submit.py SPEC --resume"
+                f"timed out{step}: {num} time-out(s), more than the profile's max_num_timeout "
+                f"({num - 1}) allows; not requeued, checkpoint kept, {_RESUME_HINT}"
             )
-            update_status(self.run_dir, state="failed", message=message, count="timeouts")
+            update_status(self.run_dir, state="failed", message=message, count="timeouts", exit_code=EXIT_REQUEUE)
+            mark_jobs_line(self.run_dir, EXIT_REQUEUE)
             raise TrainJobError(message)
         nxt = DelayedSubmission(TrainJob(self.run_dir))
         nxt.set_timeout(delayed._timeout_min, countdown)
         tmp = paths.submitted_pickle.with_name(paths.submitted_pickle.name + ".tmp")
         nxt.dump(tmp)
         os.replace(tmp, paths.submitted_pickle)
+        if timed_out:
+            num = int(status.get("timeouts", 0)) + 1
+            message = f"timed out{step} ({num} time-out(s), {countdown} more allowed); checkpointed, requeued"
+        else:
+            how = "the scheduler's SIGTERM" if preempted else "the scheduler's warning signal"
+            message = f"preempted{step} ({how}); checkpointed, requeued"
         update_status(
             self.run_dir,
             state="requeued",
             count="timeouts" if timed_out else "preemptions",
-            message=f"checkpointed ({'time limit' if timed_out else 'preempted'}), requeued",
+            message=message,
         )
-        env._requeue(countdown)
+        try:
+            env._requeue(countdown)
+        except (OSError, subprocess.SubprocessError) as e:  # e.g. scontrol refuses a job that is ending
+            message = f"{message.split(';')[0]}; checkpointed, but the requeue failed ({e}); {_RESUME_HINT}"
+            update_status(self.run_dir, state="failed", message=message)
+            raise TrainJobError(message) from None
         sys.exit(EXIT_REQUEUE)
 
     def checkpoint(self, *args: object, **kwargs: object):  # noqa: ANN201 (submitit's hook)
@@ -125,6 +271,9 @@ class TrainJob:
         from submitit.core.utils import DelayedSubmission
 
         update_status(
-            self.run_dir, state="requeued", count="preemptions", message="signal before training started"
+            self.run_dir,
+            state="requeued",
+            count="preemptions",
+            message="preempted before training started; requeued",
         )
         return DelayedSubmission(TrainJob(self.run_dir))

@@ -8,7 +8,10 @@
     # comments and blank lines are kept as they are
 
 `tools/queue.py` runs the pending lines here (see `trm.hpc.queue`); `tools/submit.py jobs.txt`
-turns them into a sweep (`jobs_sweep`) and marks the submitted lines `[-] ... [slurm:<job id>]`.
+turns them into a sweep (`jobs_sweep`: training lines train as runs, any other line runs as a plain
+command) and marks the submitted lines `[-] ... [slurm:<job id>]`; the job marks its line `[x]` or
+`[!] ... [exit N]` when it ends (`tools/status.py jobs.txt` does it for a job that died silently).
+Every writer holds `jobs.txt.lock`, an empty file beside it that stays.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from trm.config import ConfigError, config_hash, load_config
+from trm.config import Config, ConfigError, check_runnable, config_hash, load_config
 from trm.data.format import atomic_write_text
 from trm.hpc.profile import Profile
 from trm.hpc.spec import (
@@ -41,9 +44,11 @@ from trm.hpc.spec import (
 BOXES = {" ": "pending", "-": "running", "x": "done", "!": "failed"}
 _BOX_OF = {state: box for box, state in BOXES.items()}
 _LINE = re.compile(r"^\[(?P<box>.)\]\s+(?P<rest>\S.*?)\s*$")
-_OWNER = re.compile(r"\s+\[(?P<owner>[A-Za-z0-9._-]+:\d+(?:/\d+)?)\]$")
+_OWNER = re.compile(r"\s+\[(?P<owner>[A-Za-z0-9._-]+:\d+(?:_\d+)?(?:/\d+)?)\]$")  # host:pid/pgid, slurm:4711_3
 _EXIT = re.compile(r"\s+\[exit (?P<code>-?\d+)\]$")
 _TRAIN_SCRIPTS = ("train.py", "trm-train")
+# Words that make a line shell rather than one command: such a line runs as a plain job.
+_SHELL_WORDS = {";", "&&", "||", "|", "&", ">", ">>", "<", "2>", "2>&1", "(", ")"}
 
 
 class JobsFileError(ValueError):
@@ -143,6 +148,28 @@ def train_command(job: JobLine, source: str = "jobs.txt") -> TrainCommand:
     return TrainCommand(words[start], overrides)
 
 
+def is_train_line(job: JobLine) -> bool:
+    """A `[python|torchrun ...] tools/train.py CONFIG k=v ...` line with nothing else (no `;`, `|`,
+    redirections): it trains with the cluster layer's checkpoint/requeue handling. Any other line is a
+    plain command."""
+    try:
+        words = shlex.split(job.command)
+    except ValueError:
+        return False
+    if any(w in _SHELL_WORDS or w.endswith(";") for w in words) or any(c in job.command for c in "`$"):
+        return False
+    return any(Path(w).name in _TRAIN_SCRIPTS for w in words) or any(
+        w == "-m" and nxt in ("trm.train", "trm.train.entry") for w, nxt in zip(words, words[1:])
+    )
+
+
+def command_run_name(command: str) -> str:
+    """A plain command's run name: stable while its text stays the same."""
+    import hashlib
+
+    return f"cmd-{hashlib.sha256(command.encode()).hexdigest()[:10]}"
+
+
 def jobs_sweep(
     path: str | Path,
     profile: Profile,
@@ -166,6 +193,14 @@ def jobs_sweep(
         if job.state not in states:
             continue
         where = f"{path}:{job.lineno}"
+        if not is_train_line(job):
+            name = command_run_name(job.command)
+            if name in lines:
+                raise SpecError(f"{where}: the same command as line {lines[name].lineno}; a plain command runs once")
+            runs.append(RunSpec(name, {}, Config(), {}, {}, root / sweep_name / name, Path(), command=job.command,
+                                jobs_command=job.command))
+            lines[name] = job
+            continue
         cmd = train_command(job, str(path))
         config_path = Path(cmd.config)
         config_path = config_path if config_path.is_absolute() else repo_root / config_path
@@ -193,8 +228,12 @@ def jobs_sweep(
                 f"{where}: run name '{name}' is also line {lines[name].lineno}'s; give one of "
                 f"them a distinct run.name=..."
             )
-        run = RunSpec(name, overrides, cfg, {}, {}, root / sweep_name / name, config_path)
-        run.config = load_config(config_path, run.train_argv()[1:])
+        run = RunSpec(name, overrides, cfg, {}, {}, root / sweep_name / name, config_path, jobs_command=job.command)
+        try:
+            run.config = load_config(config_path, run.train_argv()[1:])
+            check_runnable(run.config)  # what the trainer would refuse on the node
+        except ConfigError as e:
+            raise SpecError(f"{where} (run '{name}'): invalid config: {e}") from None
         runs.append(run)
         lines[name] = job
     sweep = Sweep(sweep_name, path, runs, None, DEFAULT_METRIC, resources, profile, root, Path(), repo_root)
@@ -247,6 +286,23 @@ def rewrite(path: Path, edit: Callable[[str], str]) -> None:
         new = edit(text)
         if new != text:
             write_keeping_mode(path, new)
+
+
+def mark_ended(path: Path, command: str, owner: str, code: int) -> bool:
+    """The running line of `command` owned by `owner` (e.g. `slurm:4711_0`) becomes `[x]` (code 0)
+    or `[!] ... [exit code]`; False when no such line is left (edited, or marked already)."""
+    found = []
+
+    def edit(text: str) -> str:
+        for now in parse_jobs_text(text, str(path)):
+            if now.state == "running" and now.owner == owner and now.command == command:
+                found.append(now)
+                state = "done" if code == 0 else "failed"
+                return replace_line(text, with_state(now, state, exit_code=None if code == 0 else code))
+        return text
+
+    rewrite(path, edit)
+    return bool(found)
 
 
 def mark_submitted(path: Path, owners: dict[JobLine, str]) -> None:

@@ -12,7 +12,10 @@ processes go on; the next runner that looks at the file leaves the line alone wh
 that group (or any process carrying the line's tag in its environment) is alive, then records the
 exit status the wrapper left; only a line whose processes all died without one is set back to
 pending and run again (with `train.resume=auto` the training continues from its checkpoint). A
-command that exits 75 (the trainer checkpointed on a signal) goes back to pending as well.
+command that exits 75 (the trainer checkpointed on a signal) goes back to pending as well, and so
+does one that exits 143 (checkpointed on TERM) because this runner was being stopped. Writers of the
+file hold `jobs.txt.lock` beside it (an empty file that stays: removing it while a runner works
+would let two writers in).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from trm.hpc.jobs_file import (
     write_keeping_mode,
 )
 
-EXIT_REQUEUE = 75
+EXIT_REQUEUE = 75  # trm.train.preempt: checkpointed, requeue me
+EXIT_STOPPED = 143  # trm.train.preempt: checkpointed and stopped on TERM/INT
 # Waits for "go" on stdin (sent once the runner has recorded the group in the line; a runner that dies
 # first closes the pipe and nothing runs), then runs the line in this shell (so `exit 3` and compound
 # commands work) and, whatever happens, leaves the exit status in $__trm_res. Signals get a handler
@@ -177,7 +181,10 @@ class QueueRunner:
             for now in parse_jobs_text(text, str(self.path)):
                 # The file may have been edited meanwhile: find our line by command and owner.
                 if now.state == "running" and now.owner.split("/")[0] == self.owner and now.command == job.command:
-                    return replace_line(text, self._finished(now, code))
+                    ended = self._finished(now, code)
+                    if code == EXIT_STOPPED and getattr(self, "stopping", False):
+                        ended = with_state(now, "pending")  # stopped with its runner: run it again later
+                    return replace_line(text, ended)
             self.say(f"line {job.lineno} was changed while it ran; its result (exit {code}) is not recorded")
             return text
 
@@ -233,7 +240,7 @@ class QueueRunner:
                 break
             code = self.run_one(job)
             self.finish(job, code)
-            failed += code not in (0, EXIT_REQUEUE)
+            failed += code not in (0, EXIT_REQUEUE) and not (code == EXIT_STOPPED and self.stopping)
             if once:
                 break
         return failed

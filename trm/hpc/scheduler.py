@@ -116,7 +116,9 @@ def cancel_jobs(profile: Profile, job_ids: Iterable[str]) -> str:
     else:
         for j in ids:
             try:
-                os.kill(int(j), signal.SIGINT)  # submitit's local controller stops its tasks on SIGINT
+                # submitit's local controller forwards TERM to its tasks (a cancel: the trainer
+                # checkpoints and stops) and then ends; INT would kill them a second later.
+                os.kill(int(j), signal.SIGTERM)
             except (ProcessLookupError, ValueError):
                 pass
         return ""

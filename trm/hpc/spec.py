@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from trm.config import ALIASES, Config, ConfigError, load_config
+from trm.config import ALIASES, Config, ConfigError, check_runnable, load_config
 from trm.hpc.profile import Profile, ProfileError, load_profile
 
 DEFAULT_METRIC = "eval/exact_accuracy"
@@ -95,6 +95,12 @@ class RunSpec:
     expected_delta: dict[str, float]
     run_dir: Path
     config_path: Path = field(default=Path())
+    command: str = ""  # a jobs.txt line that is not a training: run as a plain shell command
+    jobs_command: str = ""  # the jobs.txt line's command text this run came from, if any
+
+    @property
+    def trains(self) -> bool:
+        return not self.command
 
     def train_argv(self) -> list[str]:
         """Arguments of `tools/train.py` / `trm.train.entry.main` for this run."""
@@ -237,36 +243,41 @@ def _metrics(raw: Any, where: str) -> dict[str, float]:
     return out
 
 
+def check_resource(key: str, value: Any, where: str, profile: Profile) -> Any:
+    """One resource value (from a spec or a command line option), checked; returns it normalised."""
+    if key in ("nodes", "gpus_per_node", "cpus_per_task", "tasks_per_node"):
+        low = 1 if key in ("nodes", "cpus_per_task") else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise SpecError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
+        return value
+    if key == "mem_gb":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+            raise SpecError(f"{where}: mem_gb must be a positive number of GB, got {value!r}")
+        return float(value)
+    if key == "time":
+        parse_time_minutes(value, f"{where}: time")
+        return str(value)
+    if key == "queue":
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            raise SpecError(f"{where}: queue must be a queue/partition name, got {value!r}")
+        if profile.queues and value not in profile.queues:
+            raise SpecError(
+                f"{where}: queue '{value}' is not one of the queues of profile {profile.name}: "
+                f"{', '.join(profile.queues)}"
+            )
+        return value
+    raise SpecError(f"{where}: unknown key '{key}'. Valid keys: {', '.join(RESOURCE_KEYS)}")
+
+
 def _resources(raw: Any, where: str, profile: Profile) -> Resources:
     raw = _mapping(raw, where)
     _check_keys(raw, RESOURCE_KEYS, where)
-    kw: dict[str, Any] = {}
-    for key in ("nodes", "gpus_per_node", "cpus_per_task", "tasks_per_node"):
-        if key in raw:
-            v = raw[key]
-            low = 1 if key in ("nodes", "cpus_per_task") else 0
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise SpecError(f"{where}: {key} must be an integer >= {low}, got {v!r}")
-            kw[key] = v
-    if "mem_gb" in raw:
-        v = raw["mem_gb"]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-            raise SpecError(f"{where}: mem_gb must be a positive number, got {v!r}")
-        kw["mem_gb"] = float(v)
-    if "time" in raw:
-        parse_time_minutes(raw["time"], f"{where}: time")
-        kw["time"] = str(raw["time"])
-    if "queue" in raw:
-        q = raw["queue"]
-        if not isinstance(q, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", q):
-            raise SpecError(f"{where}: queue must be a queue/partition name, got {q!r}")
-        if profile.queues and q not in profile.queues:
-            raise SpecError(
-                f"{where}: queue '{q}' is not one of the queues of profile {profile.name}: "
-                f"{', '.join(profile.queues)}"
-            )
-        kw["queue"] = q
-    res = Resources(**kw)
+    kw: dict[str, Any] = {key: check_resource(key, value, where, profile) for key, value in raw.items()}
+    return check_resources(Resources(**kw), where, profile)
+
+
+def check_resources(res: Resources, where: str, profile: Profile) -> Resources:
+    """What holds for the whole request on `profile`'s scheduler."""
     if profile.scheduler in ("lsf", "local") and res.nodes != 1:
         raise SpecError(
             f"{where}: nodes={res.nodes}, but the {profile.scheduler} backend runs single-node "
@@ -391,6 +402,7 @@ def load_sweep(
         run = RunSpec(rname, overrides, Config(), expected, expected_delta, run_dir, config_path)
         try:
             run.config = load_config(config_path, run.train_argv()[1:])
+            check_runnable(run.config)  # what the trainer would refuse on the node
         except ConfigError as e:
             raise SpecError(f"{rwhere} (run '{rname}'): invalid config: {e}") from None
         runs.append(run)

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trm.hpc.profile import Profile
 from trm.hpc.runstate import FINISHED, read_status
 from trm.hpc.scheduler import ALIVE, SchedulerError, job_states
-from trm.hpc.spec import Sweep
+from trm.hpc.spec import SpecError, Sweep
 
 
 @dataclass
@@ -63,6 +64,32 @@ def _metric(summary: dict[str, Any], metric: str) -> float | None:
     return None
 
 
+# What a scheduler's final word means for a run that never said how it ended.
+_ENDED_AS = {
+    "CANCELLED": ("cancelled", "cancelled (job {job} ended as CANCELLED before the trainer could say so)"),
+    "TIMEOUT": ("failed", "timed out (job {job} hit its time limit before it could checkpoint)"),
+    "PREEMPTED": ("cancelled", "preempted (job {job} ended as PREEMPTED and was not requeued)"),
+    "OUT_OF_MEMORY": ("failed", "failed: out of memory (job {job} ended as OUT_OF_MEMORY)"),
+    "NODE_FAIL": ("failed", "failed: node failure (job {job} ended as NODE_FAIL)"),
+}
+
+
+def _live_states(sweep: Sweep, statuses: dict[str, dict[str, Any]], live: dict[str, str]) -> tuple[dict, str]:
+    """One batched query per scheduler the live runs were submitted to (status.json says which)."""
+    by_scheduler: dict[str, list[str]] = {}
+    for name, job in live.items():
+        by_scheduler.setdefault(statuses[name].get("scheduler") or sweep.profile.scheduler, []).append(job)
+    states: dict[str, str] = {}
+    notes = []
+    for scheduler, jobs in by_scheduler.items():
+        profile = sweep.profile if scheduler == sweep.profile.scheduler else Profile(scheduler, scheduler)  # type: ignore[arg-type]
+        try:
+            states.update(job_states(profile, jobs))
+        except SchedulerError as e:
+            notes.append(f"scheduler not asked: {e}")
+    return states, "; ".join(notes)
+
+
 def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
     statuses = {r.name: read_status(r.run_dir) for r in sweep.runs}
     live = {
@@ -73,10 +100,7 @@ def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
     states: dict[str, str] = {}
     scheduler_note = ""
     if query_scheduler and live:
-        try:
-            states = job_states(sweep.profile, live.values())
-        except SchedulerError as e:
-            scheduler_note = f"scheduler not asked: {e}"
+        states, scheduler_note = _live_states(sweep, statuses, live)
     rows = []
     for run in sweep.runs:
         status, summary = statuses[run.name], _summary(run.run_dir)
@@ -85,13 +109,14 @@ def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
         sched = states.get(live.get(run.name, ""), "")
         if sched and sched not in ALIVE and state not in FINISHED:
             # the job is gone but never said so: trust the scheduler's word
-            state = "cancelled" if sched == "CANCELLED" else "failed"
-            message = message or f"job {live[run.name]} ended as {sched} without finishing"
+            job = live[run.name]
+            state, text = _ENDED_AS.get(sched, ("failed", f"failed: job {{job}} ended as {sched} without finishing"))
+            message = text.format(job=job)
         elif sched == "SUSPENDED":
             state = "suspended"
         elif scheduler_note and run.name in live:
             message = message or scheduler_note
-        logs = status.get("log_paths") or []
+        logs = [p for p in status.get("log_paths") or [] if Path(p).exists()] or status.get("log_paths") or []
         rows.append(
             RunRow(
                 run=run.name,
@@ -122,6 +147,45 @@ def _dead_runs_failed(sweep: Sweep, rows: list[RunRow], sched: dict[str, str]) -
             if dead:
                 row.state, row.message = "failed", dead
     return rows
+
+
+def folder_sweep(folder: Path, profile: Profile | None = None) -> Sweep:
+    """A `runs/<sweep>/` folder or one run folder as a sweep of the run directories in it (no spec)."""
+    from trm.config import Config
+    from trm.hpc.collect.rundir import RUN_FILES, looks_like_run_dir
+    from trm.hpc.profile import LOCAL
+    from trm.hpc.spec import DEFAULT_METRIC, Resources, RunSpec
+
+    folder = Path(folder).resolve()
+    run_dirs = [folder] if looks_like_run_dir(folder) else sorted(p for p in folder.iterdir() if looks_like_run_dir(p))
+    if not run_dirs:
+        raise SpecError(
+            f"{folder}: no run directories in it (a run directory holds at least one of {', '.join(RUN_FILES)}); "
+            "give a sweep spec, a jobs.txt, a runs/<sweep>/ folder or a run folder"
+        )
+    runs = [RunSpec(p.name, {}, Config(), {}, {}, p) for p in run_dirs]
+    root = run_dirs[0].parent
+    if profile is None:  # the scheduler the runs went to, as their status.json says
+        scheduler = next((s for s in (read_status(p).get("scheduler") for p in run_dirs) if s), "local")
+        profile = LOCAL if scheduler == "local" else Profile(scheduler, scheduler)  # type: ignore[arg-type]
+    return Sweep(root.name, folder, runs, None, DEFAULT_METRIC, Resources(), profile, root.parent)
+
+
+def settle_jobs_file(path: Path, sweep: Sweep, lines: dict[str, Any], rows: list[RunRow] | None = None) -> int:
+    """Lines still `[-]` whose run has ended become `[x]` / `[!] ... [exit N]` (a job that died without
+    marking its line, or a local run); returns how many lines changed."""
+    from trm.hpc.jobs_file import mark_ended
+
+    ended = {r.run: r for r in rows or sweep_rows(sweep, query_scheduler=False) if r.state in FINISHED}
+    changed = 0
+    for name, line in lines.items():
+        row = ended.get(name)
+        if row is None or line.state != "running" or not line.owner:
+            continue
+        code = read_status(sweep.run(name).run_dir).get("exit_code")
+        code = 0 if row.state == "done" else code if isinstance(code, int) and code else 1
+        changed += mark_ended(path, line.command, line.owner, code)
+    return changed
 
 
 def format_table(rows: list[RunRow], metric: str) -> str:

@@ -28,6 +28,7 @@ from trm.hpc.profile import protect_dir, write_private
 from trm.hpc.render import ScriptRequest, job_python, render_script, submitit_command
 from trm.hpc.runstate import FINISHED, now, read_status, update_status
 from trm.hpc.scheduler import ALIVE, job_states
+from trm.hpc.shelljob import ShellJob
 from trm.hpc.spec import RunSpec, Sweep
 
 EXISTING = ("refuse", "skip", "resume")
@@ -113,6 +114,8 @@ def check_datasets(sweep: Sweep, runs: list[RunSpec]) -> None:
     """Every dataset a run trains on must exist (relative paths are taken from the repo root)."""
     missing: dict[str, list[str]] = {}
     for run in runs:
+        if not run.trains:
+            continue
         d = run.config.data
         for p in [*d.data_paths, *d.data_paths_test]:
             path = Path(p) if Path(p).is_absolute() else sweep.repo_root / p
@@ -130,6 +133,23 @@ def check_datasets(sweep: Sweep, runs: list[RunSpec]) -> None:
         )
 
 
+def check_ranks(sweep: Sweep, runs: list[RunSpec]) -> None:
+    """The batch sizes must split over the job's ranks (nodes x tasks per node), as the trainer
+    requires on the node: refused here, naming the run and the key, before anything goes out."""
+    ranks = sweep.resources.nodes * sweep.resources.ntasks_per_node
+    for run in runs:
+        if not run.trains:
+            continue
+        for key, size in (("train.global_batch_size", run.config.train.global_batch_size),
+                          ("eval.global_batch_size", run.config.eval.global_batch_size)):
+            if size and size % ranks:
+                raise SubmitError(
+                    f"run {run.name}: {key} ({size}) must be divisible by the job's {ranks} ranks "
+                    f"({sweep.resources.nodes} node(s) x {sweep.resources.ntasks_per_node} task(s)); "
+                    f"nothing was submitted. Change the batch size or the GPUs/tasks per node."
+                )
+
+
 def _chunks(runs: list[RunSpec], size: int) -> list[list[RunSpec]]:
     return [runs[i : i + size] for i in range(0, len(runs), size)]
 
@@ -138,6 +158,7 @@ def dry_run(
     sweep: Sweep, runs: list[RunSpec], out_dir: Path, array: bool = True, python: str | None = None
 ) -> list[Path]:
     """Write the scripts `submit_sweep` would submit, one per job (an array chunk or a run)."""
+    check_ranks(sweep, runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = logs_dir(sweep)
     command = submitit_command(python or job_python(sweep.profile, sweep.repo_root), folder)
@@ -180,19 +201,24 @@ def dry_run(
     return written
 
 
-def _prepare(run: RunSpec, scheduler: str) -> Callable[[], None]:
+def _prepare(run: RunSpec, scheduler: str, jobs_file: Path | None = None) -> Callable[[], None]:
     """Freeze the config and mark the run pending before it goes out (the job may start at once and
-    must find both); returns the undo for a refused submission."""
+    must find both); returns the undo for a refused submission. A run from a jobs.txt also records
+    its line, which the job marks [x]/[!] when it ends."""
     previous = read_status(run.run_dir)
-    new_dir, new_config = not run.run_dir.exists(), not (run.run_dir / "config.yaml").exists()
+    new_dir = not run.run_dir.exists()
+    new_config = run.trains and not (run.run_dir / "config.yaml").exists()
     run.run_dir.mkdir(parents=True, exist_ok=True)
     if new_config:
         atomic_write_text(run.run_dir / "config.yaml", to_yaml(run.config))
+    line = {"jobs_file": str(jobs_file), "jobs_command": run.jobs_command} if jobs_file else {}
     update_status(
         run.run_dir,
         state="pending",
         scheduler=scheduler,
         message="",
+        **line,
+        **({"command": run.command} if run.command else {}),
         **({} if previous.get("submitted_at") else {"submitted_at": now()}),
     )
 
@@ -214,6 +240,33 @@ def _prepare(run: RunSpec, scheduler: str) -> Callable[[], None]:
     return undo
 
 
+def _files(folder: Path) -> set[Path]:
+    return set(folder.iterdir()) if folder.is_dir() else set()
+
+
+def _remove_leftovers(folder: Path, before: set[Path], folder_existed: bool, keep: object) -> None:
+    """After a refused submission: the pickles and scripts submitit wrote for jobs that never went out
+    (a job that did go out keeps its files: they carry its job id in their names)."""
+    kept = [str(k).split("_")[0] for k in keep]  # type: ignore[attr-defined]
+    for path in _files(folder) - before:
+        if path.is_file() and not any(path.name.startswith(f"{k}_") for k in kept):
+            path.unlink(missing_ok=True)
+    if not folder_existed:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def job_for(sweep: Sweep, run: RunSpec) -> TrainJob | ShellJob:
+    """What submitit runs for `run`: a training, or a jobs.txt line's plain command (in its folder)."""
+    return TrainJob(run.run_dir) if run.trains else ShellJob(run.run_dir, run.command, sweep.path.parent)
+
+
+def _jobs_file(sweep: Sweep) -> Path | None:
+    return sweep.path if sweep.path.suffix == ".txt" else None
+
+
 def _record(run: RunSpec, job) -> None:  # noqa: ANN001 (a submitit Job)
     update_status(run.run_dir, add_job_id=job.job_id, add_log_path=str(job.paths.stdout))
 
@@ -230,6 +283,7 @@ def submit_sweep(
     from trm.hpc.backends import make_executor
 
     runs = list(sweep.runs if runs is None else runs)
+    check_ranks(sweep, runs)
     todo, skipped = plan(sweep, runs, existing)
     result = SubmitResult(skipped=skipped)
     for name, why in skipped.items():
@@ -240,12 +294,15 @@ def submit_sweep(
         check_datasets(sweep, todo)
     folder = protect_dir(logs_dir(sweep), sweep.profile)  # scripts and logs: owner (or group) only
     prof = sweep.profile
-    undo = {run.name: _prepare(run, prof.scheduler) for run in todo}
+    folder_existed = folder.exists()
+    before = _files(folder)
+    undo = {run.name: _prepare(run, prof.scheduler, _jobs_file(sweep)) for run in todo}
 
     def failed_submission(chunk: list[RunSpec], error: Exception) -> SubmitError:
         for run in todo:
             if run.name not in result.submitted:
                 undo[run.name]()
+        _remove_leftovers(folder, before, folder_existed, keep=result.submitted.values())
         names = ", ".join(r.name for r in chunk)
         done = ", ".join(f"{k} ({v})" for k, v in result.submitted.items()) or "none"
         return SubmitError(
@@ -261,7 +318,7 @@ def submit_sweep(
             executor = make_executor(prof, folder, sweep.resources, sweep.repo_root, sweep.name, python)
             try:
                 with executor.batch():
-                    jobs = [executor.submit(TrainJob(r.run_dir)) for r in chunk]
+                    jobs = [executor.submit(job_for(sweep, r)) for r in chunk]
             except Exception as e:  # submitit raises FailedJobError with the scheduler's own message
                 raise failed_submission(chunk, e) from None
             for run, job in zip(chunk, jobs):
@@ -273,7 +330,7 @@ def submit_sweep(
         for run in todo:
             executor.update_parameters(job_name=f"{sweep.name}.{run.name}")
             try:
-                job = executor.submit(TrainJob(run.run_dir))
+                job = executor.submit(job_for(sweep, run))
             except Exception as e:
                 raise failed_submission([run], e) from None
             _record(run, job)
@@ -297,7 +354,7 @@ def _run_locally(
             f"{sweep.name}.{run.name}",
             python,
         )
-        job = executor.submit(TrainJob(run.run_dir))
+        job = executor.submit(job_for(sweep, run))
         _record(run, job)
         result.submitted[run.name] = job.job_id
         say(f"[{i}/{len(todo)}] {run.name}: training locally (log {job.paths.stdout})")
@@ -310,9 +367,12 @@ def _run_locally(
         except Exception as e:  # the run failed; its status and log say why, the sweep goes on
             status = read_status(run.run_dir)
             if status.get("state") not in FINISHED:
-                update_status(run.run_dir, state="failed", message=str(e).strip().splitlines()[-1][:500])
-            result.failed[run.name] = read_status(run.run_dir).get("message", str(e))
-            say(f"[{i}/{len(todo)}] {run.name}: FAILED: {result.failed[run.name]} (log {job.paths.stderr})")
+                last = str(e).strip().splitlines()[-1][:500] if str(e).strip() else type(e).__name__
+                update_status(run.run_dir, state="failed", message=f"failed: {last}")
+            status = read_status(run.run_dir)
+            result.failed[run.name] = status.get("message") or str(e)
+            word = "CANCELLED" if status.get("state") == "cancelled" else "FAILED"
+            say(f"[{i}/{len(todo)}] {run.name}: {word}: {result.failed[run.name]}")
             continue
         say(f"[{i}/{len(todo)}] {run.name}: done")
     return result

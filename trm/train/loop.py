@@ -30,7 +30,7 @@ from trm.train import guards, runlock
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
 from trm.train.losses import METRIC_KEYS, act_loss
 from trm.train.optim import EMA, AdamATan2, lr_at
-from trm.train.preempt import EXIT_REQUEUE, StopWatch
+from trm.train.preempt import EXIT_REQUEUE, EXIT_STOPPED, StopWatch
 from trm.train.runlog import RunDir, RunDirError, make_logger
 
 
@@ -75,9 +75,7 @@ class Trainer:
         self.cfg, self.env = cfg, env
         self.device = env.device
         tc = cfg.train
-        if cfg.train.epochs % cfg.eval.eval_interval:
-            raise C.ConfigError(f"train.epochs ({tc.epochs}) must be a multiple of eval.eval_interval "
-                                f"({cfg.eval.eval_interval}): evaluations happen between chunks of that many epochs")
+        C.check_runnable(cfg)
         self.train_split, self.test_split = _load_data(cfg)
         meta: Metadata = self.train_split.meta
         self.B = tc.global_batch_size
@@ -125,6 +123,9 @@ class Trainer:
             raise C.ConfigError(f"train.epochs={tc.epochs} over {self.iterator.num_groups} groups gives no full batch "
                                 f"of {self.B}; raise train.epochs or lower train.global_batch_size")
         self.stop_at = min(self.total_steps, tc.max_steps) if tc.max_steps > 0 else self.total_steps
+        # The step the run will end at: the reference's step count includes the partial batch each chunk
+        # drops, so the chunks' own batches bound it too. This is the denominator users see.
+        self.final_step = min(self.stop_at, self.num_chunks * self.iterator.batches_in_chunk())
         # Exploration draws for the whole global batch, from one generator that every rank shares.
         self.explore_gen = torch.Generator(device=self.device)
         self.explore_gen.manual_seed(tc.seed + 1)
@@ -432,8 +433,11 @@ class Trainer:
 
     def _summary(self, state: str) -> dict[str, Any]:
         elapsed = self._elapsed()
-        return {"run_name": self.name, "state": state, "step": self.step, "total_steps": self.total_steps,
-                "stop_at": self.stop_at, "epoch": self.iterator.epoch(), "num_params": self.num_params,
+        # total_steps: the step this run ends at (its own step once done); schedule_steps: the LR schedule's.
+        total = self.step if state == "done" else self.final_step
+        return {"run_name": self.name, "state": state, "step": self.step, "total_steps": total,
+                "schedule_steps": self.total_steps, "stop_at": self.stop_at, "epoch": self.iterator.epoch(),
+                "num_params": self.num_params,
                 "config_hash": C.config_hash(self.cfg), "world_size": self.env.world_size,
                 "device": self.device.type, "wall_time_s": elapsed,
                 "gpu_hours": elapsed * self.env.world_size / 3600 if self.device.type == "cuda" else 0.0,
@@ -459,12 +463,10 @@ class Trainer:
         cfg, env = self.cfg, self.env
         self._t_start = time.monotonic()
         watch = StopWatch(cfg.train.signals, cfg.train.time_limit_minutes, cfg.train.time_limit_margin_minutes)
-        # The reference's step count includes the partial batch each chunk drops; show what will come.
-        expected = min(self.stop_at, self.num_chunks * self.iterator.batches_in_chunk())
-        bar = tqdm(total=expected, initial=self.step, disable=not (cfg.log.progress and env.is_main),
+        bar = tqdm(total=self.final_step, initial=self.step, disable=not (cfg.log.progress and env.is_main),
                    dynamic_ncols=True, unit="step", mininterval=1.0 if _isatty() else 60.0)
         self.say(f"run {self.name}: {self.num_params:,} parameters, {env.world_size} rank(s) on {self.device.type} "
-                 f"({str(self.dtype).removeprefix('torch.')}), {self.stop_at} steps of {self.B} "
+                 f"({str(self.dtype).removeprefix('torch.')}), {self.final_step} steps of {self.B} "
                  f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}")
         self._write_summary("running")
         t_log = time.monotonic()
@@ -483,14 +485,10 @@ class Trainer:
                         self.step - last_ckpt_step >= cfg.train.checkpoint_every_steps
                     due_time = cfg.train.checkpoint_every_minutes > 0 and \
                         time.monotonic() - t_ckpt >= 60 * cfg.train.checkpoint_every_minutes
-                    stop, due_time = any_true(env, watch.local_reason() is not None, due_time)
+                    stop, due_time, cancel = any_true(env, watch.local_reason() is not None, due_time,
+                                                      watch.cancelled())
                     if stop:
-                        reason = watch.local_reason() or "another rank's request"
-                        self.save_checkpoint(wait=True)
-                        self._write_summary("checkpointed")
-                        self.say(f"stopping at step {self.step} ({reason}): checkpoint saved, exit code "
-                                 f"{EXIT_REQUEUE} asks for a requeue")
-                        return EXIT_REQUEUE
+                        return self._stop(watch.local_reason() or "another rank's request", cancel)
                     if due_steps or due_time:
                         self.save_checkpoint()
                         last_ckpt_step, t_ckpt = self.step, time.monotonic()
@@ -545,6 +543,18 @@ class Trainer:
         except OSError as e:
             tqdm.write(f"error: cannot record the failure in {self.run_dir.path} either ({e.strerror})")
 
+    def _stop(self, reason: str, cancel: bool) -> int:
+        """Checkpoint and leave: a cancel (TERM/INT on any rank) stops, anything else asks for a requeue."""
+        self.save_checkpoint(wait=True)
+        self._write_summary("cancelled" if cancel else "checkpointed")
+        if cancel:
+            self.say(f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_STOPPED} (a stop: "
+                     "this run does not requeue itself; train.resume=auto continues it)")
+            return EXIT_STOPPED
+        self.say(f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_REQUEUE} asks "
+                 "for a requeue")
+        return EXIT_REQUEUE
+
     def _log_train(self, seconds: float, bar: tqdm) -> None:
         num_steps = self.acc_steps
         metrics = self._reduce_train(self.acc.clone(), num_steps)
@@ -560,7 +570,7 @@ class Trainer:
         self.logger.log(metrics, self.step)
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", exact=f"{metrics['train/exact_accuracy']:.3f}",
                         refresh=False)
-        self.say(f"train step {self.step:>7}/{self.stop_at} ep {self.iterator.epoch():.1f} | "
+        self.say(f"train step {self.step:>7}/{self.final_step} ep {self.iterator.epoch():.1f} | "
                  f"loss {metrics['train/loss']:.4f} acc {metrics['train/accuracy']:.4f} "
                  f"exact {metrics['train/exact_accuracy']:.4f} qacc {metrics['train/q_halt_accuracy']:.3f} "
                  f"steps {metrics['train/steps']:.2f} halted/step {metrics['train/halted']:.1f} | "

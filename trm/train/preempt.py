@@ -1,8 +1,15 @@
-"""Preemption and time limits: signals only set a flag; the loop acts at the next step boundary.
+"""Preemption, time limits and cancels: signals only set a flag; the loop acts at the next step boundary.
 
-The scheduler's warning (SLURM `--signal=USR2@90`, LSF `-wa USR2 -wt`) and SIGTERM are caught; at
-the next step the ranks agree (one all-reduce), rank 0 saves a checkpoint and every rank exits with
-EXIT_REQUEUE. The cluster layer turns that code into a requeue; `train.resume=auto` picks it up.
+Two kinds of stop, told apart by the signal (docs/architecture.md, "Preemption is not cancel"):
+
+- the scheduler's warning signal (SLURM `--signal=USR2@90`, LSF `-wa USR2 -wt`) and the trainer's own
+  time limit mean "requeue me": rank 0 saves a checkpoint and every rank exits with EXIT_REQUEUE (75);
+  the cluster layer requeues the job and `train.resume=auto` continues.
+- SIGTERM and SIGINT (scancel, bkill, Ctrl-C, a kill) mean "stop": the checkpoint is still saved (it
+  keeps the work), but the ranks exit with EXIT_STOPPED (143, the shell's code for a TERM) and nothing
+  requeues itself. The run is cancelled, resumable on request. A scheduler that preempts by TERM and
+  requeues the job itself (SLURM PreemptMode=REQUEUE) restarts it anyway: the cluster layer counts
+  that restart as a preemption (trm.hpc.job).
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ import signal
 import time
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: "checkpointed, please requeue"
+EXIT_STOPPED = 143  # 128 + SIGTERM: "checkpointed and stopped on request; do not requeue"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+STOP_SIGNALS = ("SIGTERM", "SIGINT")  # a cancel, never a request to requeue
 
 
 class StopWatch:
@@ -28,7 +37,9 @@ class StopWatch:
             self._previous[sig] = signal.signal(sig, self._handler)
 
     def _handler(self, signum: int, frame: object) -> None:  # noqa: ARG002
-        self.received = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if self.received not in STOP_SIGNALS:  # a cancel after a warning still means stop, not requeue
+            self.received = name
 
     def local_reason(self) -> str | None:
         if self.received:
@@ -36,6 +47,10 @@ class StopWatch:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return "time limit"
         return None
+
+    def cancelled(self) -> bool:
+        """This rank got a stop signal (TERM, INT): exit with EXIT_STOPPED, not EXIT_REQUEUE."""
+        return self.received in STOP_SIGNALS
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

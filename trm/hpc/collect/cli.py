@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="tools/collect.py",
         description="Collect sweeps into results/<sweep>.csv, a printed table, Markdown and PNG plots.")
     p.add_argument("inputs", nargs="+", metavar="SWEEP",
-                   help="a sweep spec (jobs/X.yaml) or a folder of run directories (runs/X/); several ok")
+                   help="a sweep spec (jobs/X.yaml), a jobs.txt, a folder of run directories (runs/X/) or "
+                        "a run folder; several ok")
     p.add_argument("--runs-root", metavar="DIR",
                    help="where a spec's run directories live (default: its profile's runs_root, else runs)")
     p.add_argument("--baseline", metavar="RUN",

@@ -127,12 +127,20 @@ def _set_state(row: RunResult, files: RunFiles) -> None:
         row.state = NOT_STARTED
     else:
         row.state = status_state or summary_state or "unknown"  # the cluster layer knows more; it wins
-    if files.exists and summary is None and not (row.run_dir / "summary.json").exists() \
+    message = _typed(status, "message", str, "status.json", row.problems)
+    if row.state in ("failed", "cancelled"):
+        # the cluster layer's reason (first line of the error, exit code), and a log that exists
+        text = message or f"{row.state} (no reason recorded)"
+        text = text if text.startswith(("failed", "cancelled", "timed out", "preempted")) else f"{row.state}: {text}"
+        logs = [p for p in (status or {}).get("log_paths") or [] if isinstance(p, str) and Path(p).exists()]
+        if "log:" not in text and (logs or (row.run_dir / "train.log").exists()):
+            text += f"; log: {logs[-1] if logs else row.run_dir / 'train.log'}"
+        row.problems.append(text)
+    elif row.state == "requeued" and message:
+        row.problems.append(message)  # "preempted at step N ...; requeued" or "timed out ..."
+    elif files.exists and summary is None and not (row.run_dir / "summary.json").exists() \
             and row.state not in _PRE_START_STATES:
         row.problems.append("no summary.json yet (the trainer writes it at its first log interval)")
-    message = _typed(status, "message", str, "status.json", row.problems)
-    if row.state in ("failed", "cancelled") and message:
-        row.problems.append(f"{row.state}: {message}")  # the cluster layer's reason, e.g. the exit code
     if files.torn_tail and row.state != "running":
         row.problems.append("metrics.jsonl: the last line is incomplete (a torn write) and was skipped")
     if summary and isinstance(summary.get("run_name"), str) and summary["run_name"] not in (row.name, ""):

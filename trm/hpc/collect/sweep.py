@@ -96,6 +96,24 @@ def _set_baseline(sweep: SweepEntry, baseline: str | None) -> None:
     sweep.runs.sort(key=lambda r: r.name != baseline)  # stable: the baseline first, the rest as they were
 
 
+def sweep_from_jobs_file(path: Path, runs_root: Path | str | None = None, baseline: str | None = None,
+                         metric: str | None = None) -> SweepEntry:
+    """A jobs.txt submitted with tools/submit.py: its lines' run directories, under <runs_root>/<file stem>/."""
+    from trm.hpc.jobs_file import JobsFileError, jobs_sweep
+    from trm.hpc.profile import LOCAL
+    from trm.hpc.spec import Resources, SpecError
+
+    try:
+        spec, _ = jobs_sweep(path, LOCAL, Resources(), runs_root, states=("pending", "running", "done", "failed"))
+    except (SpecError, JobsFileError) as e:
+        raise CollectError(str(e)) from None
+    runs = [RunEntry(name=r.name, run_dir=Path(r.run_dir), config=config_as_text(r.config) if r.trains else None)
+            for r in spec.runs]
+    sweep = SweepEntry(name=spec.name, source=Path(path), runs=runs, metric=metric or DEFAULT_METRIC)
+    _set_baseline(sweep, baseline)
+    return sweep
+
+
 def resolve_input(path: Path | str, runs_root: Path | str | None = None, baseline: str | None = None,
                   metric: str | None = None) -> SweepEntry:
     path = Path(path)
@@ -103,7 +121,11 @@ def resolve_input(path: Path | str, runs_root: Path | str | None = None, baselin
         if not path.is_file():
             raise CollectError(f"sweep spec '{path}' does not exist")
         return sweep_from_spec(path, runs_root, baseline, metric)
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise CollectError(f"jobs file '{path}' does not exist")
+        return sweep_from_jobs_file(path, runs_root, baseline, metric)
     if not path.exists():
-        raise CollectError(f"'{path}' does not exist (expected a sweep spec .yaml or a folder of run "
-                           f"directories)")
+        raise CollectError(f"'{path}' does not exist (expected a sweep spec .yaml, a jobs.txt, a runs/<sweep>/ "
+                           f"folder or a run folder)")
     return sweep_from_folder(path, baseline, metric)
