@@ -4,7 +4,6 @@ parameter counts, and the errors for bad encoder settings."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +21,18 @@ D, P = 32, 2
 
 
 def arch(encoder_type: str, **kw) -> ArchConfig:
-    base = dict(hidden_size=D, num_heads=2, L_layers=1, H_cycles=2, L_cycles=2, halt_max_steps=3, puzzle_emb_ndim=0,
-                puzzle_emb_len=P, pos_encodings="learned", encoder_type=encoder_type)
+    base = dict(
+        hidden_size=D,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=2,
+        L_cycles=2,
+        halt_max_steps=3,
+        puzzle_emb_ndim=0,
+        puzzle_emb_len=P,
+        pos_encodings="learned",
+        encoder_type=encoder_type,
+    )
     return ArchConfig(**{**base, **kw})
 
 
@@ -37,8 +46,9 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
 
 def model_for(encoder_type: str, **kw) -> TRM:
     torch.manual_seed(0)
-    return TRM(arch(encoder_type, **kw), vocab_size=5, seq_len=4, num_puzzle_ids=20, local_batch_size=8,
-               dtype=torch.float32)
+    return TRM(
+        arch(encoder_type, **kw), vocab_size=5, seq_len=4, num_puzzle_ids=20, local_batch_size=8, dtype=torch.float32
+    )
 
 
 def encoder_grads(model: TRM) -> dict[str, float]:
@@ -159,8 +169,10 @@ def test_parameter_counts():
     assert counts["hybrid_standard"] == lpn_grid + set_agg
     assert counts["hybrid_variational"] == lpn_grid + set_agg + gaussian + decode
     assert counts["recurrent"] == counts["standard"]  # its state is the set encoder's queries, carried
-    pooled = {p: count_parameters(build_encoder(arch("standard", encoder_pooling=p), V, L, 0, P))
-              for p in ("attention", "weighted")}
+    pooled = {
+        p: count_parameters(build_encoder(arch("standard", encoder_pooling=p), V, L, 0, P))
+        for p in ("attention", "weighted")
+    }
     assert pooled["attention"] == counts["standard"] + D + 4 * D * D
     assert pooled["weighted"] == counts["standard"] + D + 1
 
@@ -172,13 +184,16 @@ def test_an_encoder_model_has_no_puzzle_table_and_a_trm_has_no_encoder():
     assert trm.encoder is None and trm.inner.puzzle_emb is not None
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ("arch.encoder_type=transformer", "arch.encoder_type"),
-    ("data.max_demos=0", "data.max_demos"),
-    ("arch.num_act_steps=0", "arch.num_act_steps"),
-    ("arch.encoder_norm_style=middle", "arch.encoder_norm_style"),
-    ("arch.kl_weight=-1", "arch.kl_weight"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("arch.encoder_type=transformer", "arch.encoder_type"),
+        ("data.max_demos=0", "data.max_demos"),
+        ("arch.num_act_steps=0", "arch.num_act_steps"),
+        ("arch.encoder_norm_style=middle", "arch.encoder_norm_style"),
+        ("arch.kl_weight=-1", "arch.kl_weight"),
+    ],
+)
 def test_bad_encoder_settings_name_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         load_config("trm/configs/quickstart.yaml", [override, "train.act_mode=online"])
@@ -191,11 +206,17 @@ def test_an_encoder_needs_a_prefix():
 
 
 def test_seed_aliases_reach_the_encoder_keys():
-    cfg = load_config(None, ["max_demos=5", "encoder_lr_scale=0.1", "freeze_decoder_steps=100",
-                             "arch.loss.kl_weight=1e-4", "load_pretrained_decoder=/x/step_518071",
-                             "arch.encoder_pooling_method=attention"])
+    cfg = load_config(
+        None,
+        [
+            "max_demos=5",
+            "encoder_lr_scale=0.1",
+            "freeze_decoder_steps=100",
+            "arch.loss.kl_weight=1e-4",
+            "load_pretrained_decoder=/x/step_518071",
+            "arch.encoder_pooling_method=attention",
+        ],
+    )
     assert (cfg.data.max_demos, cfg.optim.encoder_lr_scale, cfg.train.freeze_decoder_steps) == (5, 0.1, 100)
     assert cfg.arch.kl_weight == 1e-4 and cfg.train.init_from == "/x/step_518071"
     assert cfg.arch.encoder_pooling == "attention"
-
-
