@@ -1,6 +1,7 @@
 """A tiny few-shot dataset for the ETRM tests: colour-permutation tasks on a 2x2 grid.
 
-Every task (group) applies its own permutation of the colours 2..4 to the cells. The query inputs
+Every task (group) applies its own permutation of the colours 2..4 to the cells (rule "permute"),
+or paints every cell with its own colour (rule "fill", colours 2..7: learnt in fewer steps). The query inputs
 are drawn from one small pool shared by all tasks, so the same query input has a different answer
 in each task: only the demos say which. Each group has `num_aug` puzzles (the same task, other
 demos and queries); train puzzles hold 3 demos then 3 queries, test puzzles 3 demos then 2 queries.
@@ -33,6 +34,7 @@ def make_rule_dataset(
     seed: int = 0,
     num_demos: int = 3,
     train_queries: int = 3,
+    rule: str = "permute",
 ) -> Path:
     rng = np.random.default_rng(seed)
     perms = []
@@ -40,6 +42,8 @@ def make_rule_dataset(
         table = np.arange(5)
         table[list(COLOURS)] = p
         perms.append(table)
+    if rule == "fill":
+        perms = [np.array([0, 1, *[c] * 6]) for c in range(2, 8)]
     order = rng.permutation(len(perms))
     pool = rng.choice(COLOURS, size=(6, SEQ_LEN))
     names = ["<blank>"]
@@ -61,7 +65,7 @@ def make_rule_dataset(
             pad_id=0,
             ignore_label_id=0,
             blank_identifier_id=0,
-            vocab_size=5,
+            vocab_size=len(perms[0]),
             seq_len=SEQ_LEN,
             num_puzzle_identifiers=0,
             total_groups=0,

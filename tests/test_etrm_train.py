@@ -38,41 +38,44 @@ def events(run: Path, kind: str) -> list[dict]:
     return [e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if e["event"] == kind]
 
 
-# Per encoder: what makes it learn these tasks in a short run (the LPN grid encoder reads through its
-# CLS token and needs a third block to see each cell's input/output pair before pooling).
-LEARN = {t: ["arch.encoder_num_layers=3"] if t.startswith(("lpn", "hybrid")) else [] for t in ENCODER_TYPES}
+@pytest.fixture(scope="module")
+def fill_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_rule_dataset(
+        tmp_path_factory.mktemp("fill") / "fill", num_train_tasks=5, num_test_tasks=1, num_aug=4, rule="fill"
+    )
+
+
 MODES = {
-    "original": ["train.epochs=800", "eval.eval_interval=800"],
-    "online": ["train.act_mode=online", "arch.num_act_steps=2", "train.epochs=400", "eval.eval_interval=400"],
+    "original": ["train.epochs=240", "eval.eval_interval=240"],
+    "online": ["train.act_mode=online", "arch.num_act_steps=2", "train.epochs=160", "eval.eval_interval=160"],
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("encoder_type", list(ENCODER_TYPES))
-def test_every_encoder_overfits_tiny_tasks_in_both_modes(rules, tmp_path, encoder_type, mode):
-    """4 colour-permutation tasks whose queries share inputs: without reading the demos a model can
-    only guess which task it faces (about 0.1-0.2 exact, measured with encoder_type=none)."""
+def test_every_encoder_overfits_tiny_tasks_in_both_modes(fill_tasks, tmp_path, encoder_type, mode):
+    """5 tasks that each paint the grid with their own colour; the queries share inputs, so without
+    reading the demos a model can only guess the task (0.1-0.2 exact, measured with encoder_type=none)."""
     name = f"{encoder_type}-{mode}"
     assert (
         main(
             args(
-                rules,
+                fill_tasks,
                 tmp_path,
                 name,
                 f"arch.encoder_type={encoder_type}",
                 "optim.lr=3e-3",
                 "train.ema=false",
-                *LEARN[encoder_type],
                 *MODES[mode],
             )
         )
         == 0
     )
     trains = events(tmp_path / name, "train")
-    last = [e["train/exact_accuracy"] for e in trains[-3:]]
+    last = [e["train/exact_accuracy"] for e in trains[-2:]]
     print(name, [round(e["train/exact_accuracy"], 2) for e in trains])
-    assert sum(last) / len(last) > 0.45, last
+    assert sum(last) / len(last) > 0.6, last
 
 
 @pytest.mark.parametrize("nproc", [1, 2])

@@ -452,7 +452,7 @@ RUNTIME_KEYS = {
     "train.checkpoint_every_eval", "train.keep_checkpoints", "train.resume", "train.resume_ignore_config_change",
     "train.time_limit_minutes", "train.time_limit_margin_minutes", "train.signals", "log.wandb",
     "log.log_interval", "log.progress", "run.root", "run.name", "run.project", "eval.max_batches",
-    "eval.save_predictions",
+    "eval.save_predictions", "eval.max_augmentations",
 }
 
 
