@@ -13,8 +13,9 @@
 standard: input and output grids through two embedding tables, `encoder_num_layers` blocks
 (`encoder_norm_style`), pooled per demo (`encoder_pooling`), projected. lpn ("Searching Latent
 Program Spaces"): a CLS token ahead of the [input; output] tokens, a deep pre-norm stack, the CLS
-output is the demo vector; the CLS reads the tokens unrotated (position-free pooling). In both, cell i of the input and cell i of the output share a RoPE
-position, so attention sees which output cell sits where an input cell was.
+output (projected) is the demo vector; the CLS reads the tokens unrotated (position-free pooling).
+In both, cell i of the input and cell i of the output share a RoPE position, so attention sees
+which output cell sits where an input cell was.
 
 The set aggregator's `puzzle_emb_len` queries (learned, or the recurrent state) cross-attend over
 the valid demo vectors for `encoder_set_layers` blocks. KL is to N(0, I), summed over latent
