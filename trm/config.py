@@ -53,9 +53,19 @@ class ArchConfig:
     rope_theta: float = 10000.0
     forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 else
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
+    # ETRM: a demo encoder in place of the puzzle embedding (trm/model/encoders); none = TRM.
+    encoder_type: Literal["none", "standard", "variational", "lpn_standard", "lpn_variational", "hybrid_standard",
+                          "hybrid_variational", "recurrent"] = "none"
+    encoder_num_layers: int = 2  # grid-encoder blocks per demo
+    encoder_norm_style: Literal["pre", "post"] = "post"  # the standard grid and set encoders (lpn: always pre)
+    encoder_pooling: Literal["mean", "attention", "weighted"] = "mean"  # standard grid encoder, per demo
+    encoder_set_layers: int = 1  # cross-attention blocks of the demo-set encoder
+    kl_weight: float = 0.0  # weight of the variational encoders' KL term in the loss
+    num_act_steps: int = 4  # train.act_mode=online: forward/backward/optimizer cycles per batch
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "halt_max_steps"):
+        for name in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "halt_max_steps",
+                     "encoder_num_layers", "encoder_set_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"arch.{name} must be >= 1, got {getattr(self, name)}")
         if not self.mlp_t and self.hidden_size % self.num_heads:
@@ -64,6 +74,11 @@ class ArchConfig:
             )
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
             raise ConfigError(f"arch.halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
+        if self.num_act_steps < 1:
+            raise ConfigError(f"arch.num_act_steps must be >= 1 (the forward/backward/optimizer cycles per batch "
+                              f"of train.act_mode=online), got {self.num_act_steps}")
+        if self.kl_weight < 0:
+            raise ConfigError(f"arch.kl_weight must be >= 0, got {self.kl_weight}")
 
 
 @dataclass
@@ -72,6 +87,12 @@ class DataConfig:
     data_paths_test: list[str] = field(default_factory=list)  # empty: the test split of data_paths
     max_train_groups: int = 0  # > 0: keep only the first N groups (quick overfit tests)
     max_eval_groups: int = 0
+    max_demos: int = 10  # encoder mode: demo pairs per item (a puzzle's first ones; padded and masked)
+
+    def __post_init__(self) -> None:
+        if self.max_demos < 1:
+            raise ConfigError(f"data.max_demos must be >= 1 (demo pairs the encoder reads per item), "
+                              f"got {self.max_demos}")
 
 
 @dataclass
@@ -86,6 +107,11 @@ class OptimConfig:
     puzzle_emb_weight_decay: float = 0.1
     grad_clip_norm: float = 0.0  # 0: off
     freeze_weights: bool = False  # True: only the puzzle embedding trains
+    encoder_lr_scale: float = 1.0  # the demo encoder's learning rate = optim.lr * this
+
+    def __post_init__(self) -> None:
+        if self.encoder_lr_scale < 0:
+            raise ConfigError(f"optim.encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}")
 
 
 @dataclass
@@ -108,6 +134,9 @@ class TrainConfig:
     time_limit_margin_minutes: float = 3.0
     signals: list[str] = field(default_factory=lambda: ["SIGUSR2", "SIGTERM"])
     init_from: str = ""  # weights to start from (the reference's load_checkpoint); not a resume
+    init_from_ema: bool = True  # init_from one of our checkpoints: its EMA weights when it kept them
+    act_mode: Literal["original", "online"] = "original"  # online: arch.num_act_steps updates per batch
+    freeze_decoder_steps: int = 0  # > 0: only the demo encoder trains for the first N steps
 
     def __post_init__(self) -> None:
         if self.global_batch_size < 1:
@@ -128,6 +157,7 @@ class EvalConfig:
     max_batches: int = 0  # > 0: evaluate on the first N global batches only
     global_batch_size: int = 0  # 0: same as train.global_batch_size
     save_predictions: int = 0  # > 0: write the first N test predictions to predictions/step-N.npz
+    max_augmentations: int = 0  # > 0, encoder mode: only the first N variants of each held-out task
 
 
 @dataclass
@@ -185,6 +215,11 @@ ALIASES: dict[str, str] = {
     "run_name": "run.name",
     "project_name": "run.project",
     "arch.loss.loss_type": "arch.loss_type",
+    "arch.loss.kl_weight": "arch.kl_weight",
+    "arch.encoder_pooling_method": "arch.encoder_pooling",
+    "max_demos": "data.max_demos",
+    "encoder_lr_scale": "optim.encoder_lr_scale",
+    "freeze_decoder_steps": "train.freeze_decoder_steps",
 }
 
 # Reference keys that select a Hydra config group or name a Python class: accepted when they name

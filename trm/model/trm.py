@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,13 +53,18 @@ class Carry:
     inputs: torch.Tensor  # (B, L) the slot's current example
     labels: torch.Tensor  # (B, L)
     puzzle_identifiers: torch.Tensor  # (B,)
+    # Encoder mode: the slot's demos (re-encoded at every step) and the recurrent encoder's latent.
+    demo_inputs: torch.Tensor | None = None  # (B, K, L)
+    demo_labels: torch.Tensor | None = None  # (B, K, L)
+    demo_mask: torch.Tensor | None = None  # (B, K)
+    enc_state: torch.Tensor | None = None  # (B, P, D)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], device: torch.device) -> Carry:
-        return cls(**{f.name: state[f.name].to(device) for f in fields(cls)})
+        return cls(**{f.name: state[f.name].to(device) for f in fields(cls) if f.name in state})
 
 
 @dataclass
@@ -67,11 +73,19 @@ class StepOutput:
     q_halt_logits: torch.Tensor  # (B,) float32
     q_continue_logits: torch.Tensor  # (B,) float32
     target_q_continue: torch.Tensor | None  # (B,) float32, only when training with the Q-continue loss
+    kl: torch.Tensor | None = None  # (B,) float32, the variational encoders' KL per slot
 
 
 class TRMInner(nn.Module):
-    def __init__(self, cfg: ArchConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int,
-                 local_batch_size: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        cfg: ArchConfig,
+        vocab_size: int,
+        seq_len: int,
+        num_puzzle_ids: int,
+        local_batch_size: int,
+        dtype: torch.dtype,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.dtype = dtype
@@ -83,11 +97,18 @@ class TRMInner(nn.Module):
         self.embed_tokens = CastedEmbedding(vocab_size, D, init_std=1.0 / self.embed_scale, dtype=dtype)
         self.lm_head = CastedLinear(D, vocab_size, bias=False)
         self.q_head = CastedLinear(D, 2, bias=True)
-        self.puzzle_emb = PuzzleEmbedding(num_puzzle_ids, cfg.puzzle_emb_ndim, local_batch_size) \
-            if cfg.puzzle_emb_ndim > 0 else None
+        # In encoder mode the demo encoder writes the prefix: no table.
+        self.puzzle_emb = (
+            PuzzleEmbedding(num_puzzle_ids, cfg.puzzle_emb_ndim, local_batch_size)
+            if cfg.puzzle_emb_ndim > 0 and cfg.encoder_type == "none"
+            else None
+        )
         self.rotary = RotaryEmbedding(D // cfg.num_heads, S, cfg.rope_theta) if cfg.pos_encodings == "rope" else None
-        self.embed_pos = CastedEmbedding(S, D, init_std=1.0 / self.embed_scale, dtype=dtype) \
-            if cfg.pos_encodings == "learned" else None
+        self.embed_pos = (
+            CastedEmbedding(S, D, init_std=1.0 / self.embed_scale, dtype=dtype)
+            if cfg.pos_encodings == "learned"
+            else None
+        )
         self.L_level = ReasoningModule(
             [Block(D, cfg.num_heads, cfg.expansion, S, cfg.mlp_t, cfg.rms_norm_eps) for _ in range(cfg.L_layers)]
         )
@@ -102,11 +123,15 @@ class TRMInner(nn.Module):
     def net(self, h: torch.Tensor, injection: torch.Tensor) -> torch.Tensor:
         return self.L_level(h, injection, self.rotary() if self.rotary is not None else None)
 
-    def input_embeddings(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> torch.Tensor:
+    def input_embeddings(
+        self, inputs: torch.Tensor, puzzle_ids: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         emb = self.embed_tokens(inputs)  # (B, L, D)
         if self.prefix:
             B, D = inputs.shape[0], self.cfg.hidden_size
-            if self.puzzle_emb is not None:
+            if context is not None:  # (B, P, D) at unit RMS: scaled down so it leaves at the tokens' scale
+                pe = (context.to(self.dtype) / self.embed_scale).reshape(B, self.prefix * D)
+            elif self.puzzle_emb is not None:
                 pe = self.puzzle_emb(puzzle_ids).to(self.dtype)  # (B, ndim), zero-padded to prefix*D
                 pe = torch.nn.functional.pad(pe, (0, self.prefix * D - pe.shape[-1]))
             else:
@@ -120,8 +145,15 @@ class TRMInner(nn.Module):
         S, D = self.seq_len + self.prefix, self.cfg.hidden_size
         return (self.H_init.expand(batch_size, S, D).to(device), self.L_init.expand(batch_size, S, D).to(device))
 
-    def forward(self, z_H: torch.Tensor, z_L: torch.Tensor, inputs: torch.Tensor, puzzle_ids: torch.Tensor):
-        x = self.input_embeddings(inputs, puzzle_ids)
+    def forward(
+        self,
+        z_H: torch.Tensor,
+        z_L: torch.Tensor,
+        inputs: torch.Tensor,
+        puzzle_ids: torch.Tensor,
+        context: torch.Tensor | None = None,
+    ):
+        x = self.input_embeddings(inputs, puzzle_ids, context)
         H, L = self.cfg.H_cycles, self.cfg.L_cycles
         with torch.no_grad():
             for _ in range(H - 1):
@@ -131,7 +163,7 @@ class TRMInner(nn.Module):
         for _ in range(L):  # the last cycle keeps its graph: L_cycles + 1 net calls are backpropagated
             z_L = self.net(z_L, z_H + x)
         z_H = self.net(z_H, z_L)
-        logits = self.lm_head(z_H)[:, self.prefix:]
+        logits = self.lm_head(z_H)[:, self.prefix :]
         q = self.q_head(z_H[:, 0]).float()
         return z_H.detach(), z_L.detach(), logits, q[..., 0], q[..., 1]
 
@@ -139,24 +171,85 @@ class TRMInner(nn.Module):
 class TRM(nn.Module):
     """ACT wrapper: resets and refills halted slots, runs one supervision step, decides halting."""
 
-    def __init__(self, cfg: ArchConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int,
-                 local_batch_size: int, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        cfg: ArchConfig,
+        vocab_size: int,
+        seq_len: int,
+        num_puzzle_ids: int,
+        local_batch_size: int,
+        dtype: torch.dtype,
+        pad_id: int = 0,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.halt_max_steps = cfg.halt_max_steps  # online mode runs arch.num_act_steps instead
         self.inner = TRMInner(cfg, vocab_size, seq_len, num_puzzle_ids, local_batch_size, dtype)
+        self.encoder = None
+        if cfg.encoder_type != "none":
+            from trm.model.encoders import build_encoder  # the encoders import this module's config types
+
+            self.encoder = build_encoder(cfg, vocab_size, seq_len, pad_id, self.inner.prefix, dtype)
 
     def initial_carry(self, batch: dict[str, torch.Tensor]) -> Carry:
         B = batch["inputs"].shape[0]
         device = batch["inputs"].device
         z_H, z_L = self.inner.initial_state(B, device)
-        return Carry(z_H=z_H, z_L=z_L, steps=torch.zeros(B, dtype=torch.int32, device=device),
-                     halted=torch.ones(B, dtype=torch.bool, device=device),
-                     inputs=torch.zeros_like(batch["inputs"]), labels=torch.full_like(batch["labels"], IGNORE_LABEL),
-                     puzzle_identifiers=torch.zeros_like(batch["puzzle_identifiers"]))
+        return Carry(
+            z_H=z_H,
+            z_L=z_L,
+            steps=torch.zeros(B, dtype=torch.int32, device=device),
+            halted=torch.ones(B, dtype=torch.bool, device=device),
+            inputs=torch.zeros_like(batch["inputs"]),
+            labels=torch.full_like(batch["labels"], IGNORE_LABEL),
+            puzzle_identifiers=torch.zeros_like(batch["puzzle_identifiers"]),
+            **self._initial_encoder_carry(batch),
+        )
 
-    def forward(self, carry: Carry, batch: dict[str, torch.Tensor],
-                explore: tuple[torch.Tensor, torch.Tensor] | None = None,
-                halt_early: bool = False) -> tuple[Carry, StepOutput]:
+    def _initial_encoder_carry(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.encoder is None:
+            return {}
+        if "demo_inputs" not in batch:
+            raise ValueError(
+                "arch.encoder_type is set but the batch has no demos (the trainer must use the "
+                "few-shot view, trm.data.fewshot)"
+            )
+        out = {
+            "demo_inputs": torch.zeros_like(batch["demo_inputs"]),
+            "demo_labels": torch.zeros_like(batch["demo_labels"]),
+            "demo_mask": torch.zeros_like(batch["demo_mask"]),
+        }
+        if self.encoder.recurrent:
+            out["enc_state"] = self.encoder.initial_state(batch["inputs"].shape[0]).to(batch["inputs"].device)
+        return out
+
+    def encode(self, carry: Carry, batch: dict[str, torch.Tensor], reset: torch.Tensor) -> tuple[dict, Any]:
+        """Refill the reset slots' demos and encode every slot's demos (the whole batch, every step, so
+        that every slot sends gradient to the encoder: caching starved it). Returns the carry's new
+        encoder fields and the EncoderOutput."""
+        assert self.encoder is not None
+        r2, r3 = reset.view(-1, 1), reset.view(-1, 1, 1)
+        fields_ = {
+            "demo_inputs": torch.where(r3, batch["demo_inputs"], carry.demo_inputs),
+            "demo_labels": torch.where(r3, batch["demo_labels"], carry.demo_labels),
+            "demo_mask": torch.where(r2, batch["demo_mask"], carry.demo_mask),
+        }
+        state = None
+        if self.encoder.recurrent:
+            init = self.encoder.initial_state(reset.shape[0]).to(carry.enc_state.device, carry.enc_state.dtype)
+            state = torch.where(r3, init, carry.enc_state)
+        out = self.encoder(fields_["demo_inputs"], fields_["demo_labels"], fields_["demo_mask"], state)
+        if out.state is not None:
+            fields_["enc_state"] = out.state.detach()  # truncated BPTT, as the decoder's z_H / z_L
+        return fields_, out
+
+    def forward(
+        self,
+        carry: Carry,
+        batch: dict[str, torch.Tensor],
+        explore: tuple[torch.Tensor, torch.Tensor] | None = None,
+        halt_early: bool = False,
+    ) -> tuple[Carry, StepOutput]:
         """One supervision step. `explore` = (uniform draws, minimum-step draws) per slot, made by the
         trainer for the whole global batch so that N ranks behave exactly as one process."""
         cfg = self.cfg
@@ -171,14 +264,19 @@ class TRM(nn.Module):
         labels = torch.where(r2, batch["labels"], carry.labels)
         puzzle_ids = torch.where(reset, batch["puzzle_identifiers"], carry.puzzle_identifiers)
 
-        z_H, z_L, logits, q_halt, q_cont = self.inner(z_H, z_L, inputs, puzzle_ids)
+        enc_fields: dict[str, torch.Tensor] = {}
+        context = kl = None
+        if self.encoder is not None:
+            enc_fields, enc = self.encode(carry, batch, reset)
+            context, kl = enc.context, enc.kl
+        z_H, z_L, logits, q_halt, q_cont = self.inner(z_H, z_L, inputs, puzzle_ids, context)
 
         target_q_continue = None
         with torch.no_grad():
             steps = steps + 1
-            is_last = steps >= cfg.halt_max_steps
+            is_last = steps >= self.halt_max_steps
             halted = is_last
-            if self.training and cfg.halt_max_steps > 1:
+            if self.training and self.halt_max_steps > 1:
                 halted = halted | ((q_halt > 0) if cfg.no_ACT_continue else (q_halt > q_cont))
                 # Exploration: a random share of slots must run at least U{2..max} steps.
                 if explore is not None:
@@ -187,15 +285,23 @@ class TRM(nn.Module):
                 if not cfg.no_ACT_continue:
                     # Q-learning bootstrap target from one more (no-grad) step on the updated state.
                     # The reference's TRM file unpacks five values here and crashes; this is the HRM logic.
-                    _, _, _, next_halt, next_cont = self.inner(z_H, z_L, inputs, puzzle_ids)
+                    _, _, _, next_halt, next_cont = self.inner(z_H, z_L, inputs, puzzle_ids, context)
                     bootstrap = torch.where(is_last, next_halt, torch.maximum(next_halt, next_cont))
                     target_q_continue = torch.sigmoid(bootstrap)
             elif not self.training and halt_early:
                 halted = halted | (q_halt > 0)
 
-        new_carry = Carry(z_H=z_H, z_L=z_L, steps=steps, halted=halted, inputs=inputs, labels=labels,
-                          puzzle_identifiers=puzzle_ids)
-        return new_carry, StepOutput(logits, q_halt, q_cont, target_q_continue)
+        new_carry = Carry(
+            z_H=z_H,
+            z_L=z_L,
+            steps=steps,
+            halted=halted,
+            inputs=inputs,
+            labels=labels,
+            puzzle_identifiers=puzzle_ids,
+            **enc_fields,
+        )
+        return new_carry, StepOutput(logits, q_halt, q_cont, target_q_continue, kl)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0
     path = argv.pop(0) if argv and "=" not in argv[0] else None
+    from trm.train.init_weights import InitError
     from trm.train.loop import ResumeError, Trainer
     from trm.train.runlog import RunDirError
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(path, argv)
         env = dist.init(cfg.train.device)
         return Trainer(cfg, env).fit()
-    except (ConfigError, DatasetError, RunDirError, ResumeError, dist.DeviceError) as e:
+    except (ConfigError, DatasetError, RunDirError, ResumeError, InitError, dist.DeviceError) as e:
         rank = f"[rank {env.rank}] " if env is not None and env.distributed else ""
         print(f"{rank}error: {e}\n{USAGE}", file=sys.stderr)
         return EXIT_USAGE

@@ -26,7 +26,9 @@ from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
 from trm.data.iterator import Batch, TrainIterator, eval_batches
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
 from trm.train import checkpoint as ckpt
+from trm.train import etrm
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
+from trm.train.init_weights import InitError, load_initial_weights
 from trm.train.losses import METRIC_KEYS, act_loss
 from trm.train.optim import EMA, AdamATan2, lr_at
 from trm.train.preempt import EXIT_REQUEUE, StopWatch
@@ -89,14 +91,20 @@ class Trainer:
             raise C.ConfigError(f"eval.global_batch_size ({self.eval_B}) must be divisible by the number of ranks "
                                 f"({env.world_size})")
         self.dtype = resolve_dtype(cfg.arch.forward_dtype, self.device)
+        # Encoder mode (ETRM): the few-shot view of the data; checked before anything is built.
+        self.fewshot = etrm.EncoderData.load(cfg, self.train_split, self.test_split) \
+            if cfg.arch.encoder_type != "none" else None
 
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         self.model = TRM(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
-                         self.local_B, self.dtype).to(self.device)
+                         self.local_B, self.dtype, pad_id=meta.pad_id).to(self.device)
+        if tc.act_mode == "online":
+            self.model.halt_max_steps = cfg.arch.num_act_steps  # evaluation runs the steps training ran
         self.num_params = count_parameters(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         oc = cfg.optim
-        self.adam = None if oc.freeze_weights else AdamATan2(self.params, lr=0.0, betas=(oc.beta1, oc.beta2),
+        groups, self.decoder_params = etrm.encoder_param_groups(self.model, oc.encoder_lr_scale)
+        self.adam = None if oc.freeze_weights else AdamATan2(groups, lr=0.0, betas=(oc.beta1, oc.beta2),
                                                              weight_decay=oc.weight_decay)
         emb = self.model.inner.puzzle_emb
         from trm.model.puzzle_emb import SignSGD  # local: only the trainer builds optimizers
@@ -115,7 +123,8 @@ class Trainer:
             self.model.inner.L_level = torch.compile(self.model.inner.L_level)  # type: ignore[assignment]
 
         self.iterator = TrainIterator(self.train_split, self.B, env.rank, env.world_size, tc.seed,
-                                      cfg.eval.eval_interval, cfg.data.max_train_groups)
+                                      cfg.eval.eval_interval, cfg.data.max_train_groups) if self.fewshot is None \
+            else self.fewshot.train_iterator(cfg, env.rank, env.world_size)
         self.num_chunks = tc.epochs // cfg.eval.eval_interval
         self.total_steps = int(tc.epochs * self.iterator.examples_per_epoch() / self.B)
         if self.total_steps < 1:
@@ -201,7 +210,8 @@ class Trainer:
         path = self._find_resume()
         if path is None:
             if self.cfg.train.init_from:
-                load_weights(self.model, Path(self.cfg.train.init_from))
+                load_initial_weights(self.model, Path(self.cfg.train.init_from), self.cfg.train.init_from_ema,
+                                     self.say)
                 if self.ema:
                     self.ema = EMA(self.params, self.cfg.train.ema_rate)
             return
@@ -263,7 +273,7 @@ class Trainer:
         lr = lr_at(self.step, oc.lr, oc.lr_warmup_steps, self.total_steps, oc.lr_min_ratio)
         if self.adam:
             for g in self.adam.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)
         if self.sparse:
             self.sparse.lr = lr_at(self.step, oc.puzzle_emb_lr, oc.lr_warmup_steps, self.total_steps, oc.lr_min_ratio)
         return lr
@@ -276,7 +286,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # one step
 
+    def _before_optimizer(self) -> None:
+        etrm.freeze_decoder_grads(self)
+
     def train_step(self, batch: Batch) -> torch.Tensor:
+        if self.cfg.train.act_mode == "online":
+            return etrm.online_step(self, batch)
         self.model.train()
         batch = batch.to(self.device)
         data = batch.as_dict()
@@ -285,8 +300,9 @@ class Trainer:
         self.step += 1
         lr = self._set_lr()
         self.carry, out = self.forward_module(self.carry, data, self._draw_explore())
-        loss, metrics = act_loss(self.carry, out, self.cfg.arch.loss_type)
+        loss, metrics = act_loss(self.carry, out, self.cfg.arch.loss_type, self.cfg.arch.kl_weight)
         (loss / self.B).backward()
+        self._before_optimizer()
         if self.cfg.optim.grad_clip_norm > 0 and self.adam:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip_norm)
         if self.adam:
@@ -312,7 +328,9 @@ class Trainer:
             # Accuracies are over the slots that halted; in an interval where none did they are unknown.
             out[f"train/{k}"] = x / (self.B * num_steps) if k.endswith("loss") else (x / count if count else math.nan)
         q_loss = out["train/q_halt_loss"] + out.get("train/q_continue_loss", 0.0)
-        out["train/loss"] = out["train/lm_loss"] + 0.5 * q_loss
+        out["train/loss"] = out["train/lm_loss"] + 0.5 * q_loss + self.cfg.arch.kl_weight * out["train/kl_loss"]
+        if self.fewshot is None:
+            del out["train/kl_loss"]
         out["train/lr"] = self._lr
         return out
 
@@ -331,15 +349,14 @@ class Trainer:
         acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
         saved: list[dict[str, np.ndarray]] = []
         try:
-            for batch in eval_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size,
-                                      cfg.data.max_eval_groups, cfg.eval.max_batches):
+            for batch in self._eval_batches():
                 batch = batch.to(self.device)
                 data = batch.as_dict()
                 carry = self.model.initial_carry(data)
                 done = torch.zeros_like(batch.valid)
                 preds = torch.zeros_like(batch.inputs)
                 q_halt = torch.zeros(batch.valid.shape, dtype=torch.float32, device=self.device)
-                for _ in range(cfg.arch.halt_max_steps):
+                for _ in range(self.model.halt_max_steps):
                     carry, out = self.model(carry, data, None, halt_early=cfg.eval.halt_early)
                     newly = carry.halted & ~done
                     _, metrics = act_loss(replace(carry, halted=newly), out, cfg.arch.loss_type)
@@ -361,6 +378,7 @@ class Trainer:
                         kept = sum(len(s["preds"]) for s in saved)
                         if cfg.eval.save_predictions and kept < cfg.eval.save_predictions:
                             saved.append(merged)
+            extra = self._encoder_metrics() if self.fewshot is not None and self.env.is_main else {}
         finally:
             if self.ema:
                 self.ema.swap()
@@ -369,13 +387,31 @@ class Trainer:
         v = dict(zip(METRIC_KEYS, acc.tolist()))
         count = max(v.pop("count"), 1.0)
         out = {f"eval/{k}": x / count for k, x in v.items()
-               if not (k == "q_continue_loss" and cfg.arch.no_ACT_continue)}
+               if not (k == "q_continue_loss" and cfg.arch.no_ACT_continue)
+               and not (k == "kl_loss" and self.fewshot is None)}
+        out.update(extra)
         for e in evaluators:
             for k, x in e.result(self.run_dir.path / f"evaluator_{e.name}_step_{self.step}").items():
                 out[f"eval/{e.name}/{k}"] = float(x)
         if self.env.is_main and saved:
             self._save_predictions(saved)
         return broadcast_object(self.env, out)
+
+    def _eval_batches(self) -> Any:
+        cfg = self.cfg
+        if self.fewshot is not None:
+            return self.fewshot.eval_batches(cfg, self.eval_B, self.env.rank, self.env.world_size)
+        return eval_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size, cfg.data.max_eval_groups,
+                            cfg.eval.max_batches)
+
+    def _encoder_metrics(self) -> dict[str, float]:
+        """The encoder-collapse diagnostic on fixed probes of held-out and of training tasks."""
+        out: dict[str, float] = {}
+        for suffix, probe in self.fewshot.probes(self.cfg).items():
+            if probe is not None:
+                for k, x in etrm.collapse_metrics(self.model, probe, self.device).items():
+                    out[f"eval/{k}{suffix}"] = x
+        return out
 
     def _evaluators(self) -> list[Any]:
         if not self.cfg.eval.evaluators:
@@ -526,24 +562,9 @@ def _isatty() -> bool:
     return sys.stderr.isatty()
 
 
-def load_weights(model: TRM, path: Path) -> None:
-    """Initial weights from one of our checkpoints or from the paper's code (compiled or not)."""
-    f = path / "state.pt" if path.is_dir() else path
-    if not f.is_file():
-        raise ResumeError(f"train.init_from={path}: no such checkpoint file")
-    raw = torch.load(f, map_location="cpu", weights_only=False)
-    state = raw["model"] if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict) else raw
-    fixed = {}
-    for k, v in state.items():
-        for prefix in ("_orig_mod.", "model."):
-            k = k.removeprefix(prefix)
-        fixed[k] = v
-    own = model.state_dict()
-    table = "inner.puzzle_emb.weights"
-    if table in fixed and table in own and fixed[table].shape != own[table].shape:
-        # New puzzles (fine-tuning on another set): start every row from the mean, as the reference does.
-        fixed[table] = fixed[table].mean(0, keepdim=True).expand_as(own[table]).clone()
-    missing, unexpected = model.load_state_dict(fixed, strict=False)
-    if missing or unexpected:
-        raise ResumeError(f"train.init_from={path}: weights do not fit this model (missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]})")
+def load_weights(model: TRM, path: Path, use_ema: bool = True) -> None:
+    """Initial weights from one of our checkpoints or from the paper's code (see trm.train.init_weights)."""
+    try:
+        load_initial_weights(model, path, use_ema)
+    except InitError as e:
+        raise ResumeError(str(e)) from None

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from trm.model.trm import IGNORE_LABEL, Carry, StepOutput
 
 METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss",
-               "q_continue_loss")
+               "q_continue_loss", "kl_loss")
 
 
 def _stablemax_s(x: torch.Tensor, epsilon: float = 1e-30) -> torch.Tensor:
@@ -42,8 +42,10 @@ def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
 LOSSES = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
 
-def act_loss(carry: Carry, out: StepOutput, loss_type: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Loss for one supervision step (sum over local slots) and metric sums over the halted slots."""
+def act_loss(carry: Carry, out: StepOutput, loss_type: str,
+             kl_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss for one supervision step (sum over local slots) and metric sums over the halted slots;
+    with a variational demo encoder, + kl_weight * its KL (summed over every slot, like lm_loss)."""
     labels = carry.labels  # the slots' examples, not the incoming batch's
     mask = labels != IGNORE_LABEL
     counts = mask.sum(-1)
@@ -72,4 +74,9 @@ def act_loss(carry: Carry, out: StepOutput, loss_type: str) -> tuple[torch.Tenso
                                                              reduction="sum")
         metrics["q_continue_loss"] = q_continue_loss.detach()
         total = total + 0.5 * q_continue_loss
+    if out.kl is not None:
+        kl = out.kl.sum()
+        metrics["kl_loss"] = kl.detach()
+        if kl_weight > 0:
+            total = total + kl_weight * kl
     return total, metrics
