@@ -236,7 +236,7 @@ class TRM(nn.Module):
         }
         state = None
         if self.encoder.recurrent:
-            init = self.encoder.initial_state(reset.shape[0]).to(carry.enc_state.device, carry.enc_state.dtype)
+            init = self.encoder.initial_state(reset.shape[0], detach=False).to(carry.enc_state.dtype)
             state = torch.where(r3, init, carry.enc_state)
         out = self.encoder(fields_["demo_inputs"], fields_["demo_labels"], fields_["demo_mask"], state)
         if out.state is not None:

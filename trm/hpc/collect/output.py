@@ -135,7 +135,9 @@ def table_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
         header.append("Δ")
     show_expected = any(m in r.expected for r in result.rows)
     show_expected_delta = any(m in r.expected_delta for r in result.rows)
-    header += ["expected"] * show_expected + ["exp Δ"] * show_expected_delta + ["problems"]
+    header += ["expected"] * show_expected + ["exp Δ"] * show_expected_delta
+    etrm = any(r.etrm for r in result.rows)  # demo-encoder runs: the ETRM studies' columns side by side
+    header += ["encoder", "mode", "explore", "pass@2", "train acc", "collapse"] * etrm + ["problems"]
     body = []
     for r in result.rows:
         best, best_step = r.best.get(m, (None, None))
@@ -151,6 +153,13 @@ def table_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
             cells.append(_fmt_metric(m, r.expected.get(m)))
         if show_expected_delta:
             cells.append(_fmt_metric(m, r.expected_delta.get(m), signed=True))
+        if etrm:
+            e = r.etrm
+            collapse = r.final.get("eval/collapse_ratio")
+            cells += [e.get("encoder", "none"), e.get("mode", ""), e.get("explore", ""),
+                      _fmt_metric("eval/arc/pass@2", r.final.get("eval/arc/pass@2")),
+                      _fmt_metric("train/accuracy", e.get("train_accuracy")),
+                      "" if collapse is None else f"{collapse:.3g}"]
         cells.append("; ".join(r.problems))
         body.append(cells)
     return header, body

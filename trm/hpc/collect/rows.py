@@ -53,6 +53,7 @@ class RunResult:
     expected_delta: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
     problems: list[str] = field(default_factory=list)
+    etrm: dict[str, Any] = field(default_factory=dict)  # encoder runs: encoder, mode, explore, train accuracy
 
 
 @dataclass
@@ -115,7 +116,20 @@ def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult,
     _set_state(row, files)
     _set_progress(row, files)
     _set_eval_metrics(row, files)
+    _set_etrm(row, config, files)
     return row, config
+
+
+def _set_etrm(row: RunResult, config: dict[str, Any] | None, files: RunFiles) -> None:
+    """The settings the ETRM studies vary, and the last train accuracy, for runs with a demo encoder."""
+    if not config or str(config.get("arch.encoder_type", "none")) == "none":
+        return
+    train = files.last_train or {}
+    row.etrm = {"encoder": str(config.get("arch.encoder_type")), "mode": str(config.get("train.act_mode", "original")),
+                "explore": str(config.get("arch.halt_exploration_prob", "")),
+                "train_accuracy": train.get("train/accuracy") if is_number(train.get("train/accuracy")) else None}
+    if row.etrm["mode"] == "online":
+        row.etrm["explore"] = f"{config.get('arch.num_act_steps')} steps"
 
 
 def _set_state(row: RunResult, files: RunFiles) -> None:

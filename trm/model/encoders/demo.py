@@ -180,7 +180,10 @@ class Gaussian(nn.Module):
         self.mu = CastedLinear(dim, dim, bias=True)
         self.logvar = CastedLinear(dim, dim, bias=True)
         with torch.no_grad():
-            self.logvar.weight.zero_()  # start at unit variance: a sample is mu plus N(0, 1) noise
+            # Start nearly deterministic (std e^-2): unit noise at first would drown the context before the
+            # decoder has learned to read it; the KL term pulls the variance up as far as it pays.
+            self.logvar.weight.zero_()
+            self.logvar.bias.fill_(-4.0)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.mu(h).float(), self.logvar(h).float().clamp(*LOGVAR_RANGE)
@@ -212,9 +215,11 @@ class DemoEncoder(nn.Module):
         if bottleneck == "pooled":
             self.decode = CastedLinear(cfg.hidden_size, prefix * cfg.hidden_size, bias=True)
 
-    def initial_state(self, batch_size: int) -> torch.Tensor:
-        """The recurrent latent a fresh slot starts from: the set aggregator's learned queries."""
-        return self.aggregate.queries.detach().expand(batch_size, -1, -1).clone()
+    def initial_state(self, batch_size: int, detach: bool = True) -> torch.Tensor:
+        """The recurrent latent a fresh slot starts from: the set aggregator's learned queries (kept in
+        the graph when a step starts from it, so that they learn)."""
+        q = self.aggregate.queries.expand(batch_size, -1, -1)
+        return q.detach().clone() if detach else q
 
     def encode_demos(
         self, demo_inputs: torch.Tensor, demo_labels: torch.Tensor, demo_mask: torch.Tensor
@@ -244,7 +249,7 @@ class DemoEncoder(nn.Module):
         else:
             queries = None
             if self.recurrent:
-                queries = self.initial_state(B) if state is None else state
+                queries = self.initial_state(B, detach=False) if state is None else state
                 queries = queries.to(demos.dtype)
             context = self.aggregate(demos, demo_mask, queries)
             if self.recurrent:
