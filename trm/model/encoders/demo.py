@@ -17,16 +17,17 @@ output is the demo vector. In both, cell i of the input and cell i of the output
 position, so attention sees which output cell sits where an input cell was.
 
 The set aggregator's `puzzle_emb_len` queries (learned, or the recurrent state) cross-attend over
-the valid demo vectors for `encoder_set_layers` blocks.
-
-`encoder_pooling=token` (standard only) keeps a table: per demo, the encoded input cells are averaged
-per input token value (one slot per vocabulary entry but PAD: EOS and the 10 colours in ARC), the slots
-are averaged over the demos that show that value, and the table fills the first vocab_size - 1 prefix
-positions; the set aggregator's queries fill the rest. A decoder cell of colour c can then read "what
-c becomes" from slot c by attention instead of decoding it from one pooled vector, which is what lets
-a colour mapping never seen in training be read from the demos (bench/fewshot.py). KL is to N(0, I), summed over latent
+the valid demo vectors for `encoder_set_layers` blocks. KL is to N(0, I), summed over latent
 dimensions, per item (per demo averaged over valid demos for lpn_variational); the trainer adds
 `arch.kl_weight` times it to the loss. Evaluation uses the mean, training a reparameterised draw.
+
+`encoder_pooling=token` (standard only) keeps a table: per demo, the encoded cells (a cell's input
+token plus its output token) are averaged per input token value, one slot per vocabulary entry but
+PAD (EOS and the 10 colours in ARC); the slots are averaged over the demos that show that value, and
+the table fills the first vocab_size - 1 prefix positions, the set aggregator's queries the rest. A
+decoder cell of colour c can then read "what c becomes" from slot c by attention instead of decoding
+it from one pooled vector: that is what lets a colour mapping never seen in training be read from
+the demos (bench/fewshot.py).
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ class StandardGridEncoder(nn.Module):
         if self.pooling == "token":
             onehot = (inputs.unsqueeze(-1) == self.slot_values).to(x.dtype)  # (N, L, S)
             count = onehot.sum(1)  # (N, S)
-            slots = torch.einsum("nls,nld->nsd", onehot, x[:, : inputs.shape[1]]) / count.clamp_min(1.0).unsqueeze(-1)
+            # a cell's input and output tokens together: what this input value became, there
+            cells = x[:, : inputs.shape[1]] + x[:, inputs.shape[1] :]  # (N, L, D)
+            slots = torch.einsum("nls,nld->nsd", onehot, cells) / count.clamp_min(1.0).unsqueeze(-1)
             slots = rms_norm(self.proj(slots) + self.slot_embed.to(x.dtype), self.eps)  # (N, S, D)
             present = count > 0
             w = present.to(x.dtype).unsqueeze(-1)
