@@ -13,7 +13,7 @@
 standard: input and output grids through two embedding tables, `encoder_num_layers` blocks
 (`encoder_norm_style`), pooled per demo (`encoder_pooling`), projected. lpn ("Searching Latent
 Program Spaces"): a CLS token ahead of the [input; output] tokens, a deep pre-norm stack, the CLS
-output is the demo vector. In both, cell i of the input and cell i of the output share a RoPE
+output is the demo vector; the CLS reads the tokens unrotated (position-free pooling). In both, cell i of the input and cell i of the output share a RoPE
 position, so attention sees which output cell sits where an input cell was.
 
 The set aggregator's `puzzle_emb_len` queries (learned, or the recurrent state) cross-attend over
@@ -157,7 +157,7 @@ class LPNGridEncoder(nn.Module):
         )
         rope = _aligned_rope(self.rope, self.seq_len, cls=True)
         for block in self.blocks:
-            x = block(x, key_mask=valid, rope=rope)
+            x = block(x, key_mask=valid, rope=rope, free_first=True)
         return rms_norm(x[:, 0], self.eps)
 
 

@@ -28,12 +28,16 @@ class MaskedAttention(nn.Module):
         memory: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        free_first: bool = False,
     ) -> torch.Tensor:
+        """`free_first`: the first position (a CLS token) reads every key unrotated, so that what it
+        gathers does not depend on where a cell sits (RoPE would make it a token at position 0)."""
         mem = x if memory is None else memory
         N, Q, D = x.shape
         T = mem.shape[1]
         q = self.q_proj(x).view(N, Q, self.num_heads, self.head_dim)
         k, v = self.kv_proj(mem).view(N, T, 2, self.num_heads, self.head_dim).unbind(2)
+        q0, k0 = q[:, :1], k
         if rope is not None:  # self-attention only: queries and keys share positions
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         mask = None
@@ -41,7 +45,11 @@ class MaskedAttention(nn.Module):
             # A row with no valid key (a padded item) attends to everything rather than producing NaN.
             safe = key_mask | ~key_mask.any(-1, keepdim=True)
             mask = safe[:, None, None, :]  # (N, 1, 1, T)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        v = v.transpose(1, 2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v, attn_mask=mask)
+        if free_first and rope is not None:
+            first = F.scaled_dot_product_attention(q0.transpose(1, 2), k0.transpose(1, 2), v, attn_mask=mask)
+            out = torch.cat((first, out[:, :, 1:]), dim=2)
         return self.o_proj(out.transpose(1, 2).reshape(N, Q, D))
 
 
@@ -61,10 +69,11 @@ class EncoderBlock(nn.Module):
         memory: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        free_first: bool = False,
     ) -> torch.Tensor:
         if self.pre:
             m = None if memory is None else rms_norm(memory, self.eps)
-            x = x + self.attn(rms_norm(x, self.eps), m, key_mask, rope)
+            x = x + self.attn(rms_norm(x, self.eps), m, key_mask, rope, free_first)
             return x + self.mlp(rms_norm(x, self.eps))
-        x = rms_norm(x + self.attn(x, memory, key_mask, rope), self.eps)
+        x = rms_norm(x + self.attn(x, memory, key_mask, rope, free_first), self.eps)
         return rms_norm(x + self.mlp(x), self.eps)
