@@ -128,7 +128,10 @@ def train_for(
     while True:
         seg_start, seg_step = now(), step
         tr = Trainer(replace(cfg, train=replace(cfg.train, max_steps=target)), env)
-        tr.fit()
+        code = tr.fit()
+        if code != 0:  # a stop request (SIGTERM, SIGUSR2): the trainer checkpointed; the same command resumes
+            print(f"{label}: stopped at step {tr.step} (exit {code}); run the same command to resume", flush=True)
+            raise SystemExit(code)
         step, metrics = tr.step, tr.final
         m = {k.removeprefix("eval/fewshot/"): v for k, v in metrics.items()}.get
         elapsed = now() - t0
