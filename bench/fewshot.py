@@ -55,9 +55,9 @@ def build_dataset(args: argparse.Namespace) -> Path:
         min_size=args.min_size,
         max_size=args.max_size,
     )
-    name = (
-        f"fewshot-s{args.seed}-n{args.num_train}-e{args.num_eval}-g{args.min_size}to{args.max_size}-aug{args.num_aug}"
-    )
+    translate = "" if args.translate else "-notr"
+    name = f"fewshot-s{args.seed}-n{args.num_train}-e{args.num_eval}-g{args.min_size}to{args.max_size}"
+    name += f"-aug{args.num_aug}{translate}"
     out = args.work / "data" / name
     if (out / "identifiers.json").is_file():
         return out
@@ -80,6 +80,7 @@ def build_dataset(args: argparse.Namespace) -> Path:
             "--num-aug",
             str(args.num_aug),
             "--no-colour-aug",
+            "--translate" if args.translate else "--no-translate",
             "--seed",
             str(args.seed),
             "--out",
@@ -202,6 +203,12 @@ def main() -> None:
         default=ROOT / "runs" / "fewshot-bench",
         help="folder for the data and the runs (default runs/fewshot-bench)",
     )
+    ap.add_argument(
+        "--translate",
+        action="store_true",
+        help="translate training grids on the canvas as the ARC builder does by default (off: the test split "
+        "is never translated, and the generator already varies the grids)",
+    )
     ap.add_argument("--fresh", action="store_true", help="delete earlier runs of this bench in --work first")
     ap.add_argument(
         "--threads",
@@ -244,9 +251,7 @@ def main() -> None:
         f"collapse ratio {_fmt(enc.get('eval/collapse_ratio'))}",
         flush=True,
     )
-    print(
-        f"held-out exact accuracy {held:.4f} (baseline {base_exact:.4f}) in {enc_s:.0f} s", flush=True
-    )
+    print(f"held-out exact accuracy {held:.4f} (baseline {base_exact:.4f}) in {enc_s:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

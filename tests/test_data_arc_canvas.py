@@ -62,3 +62,11 @@ def test_canvas_too_small_or_out_of_range(tmp_path: Path, fewshot_src: Path, cap
     assert "larger than --canvas-size 4" in capsys.readouterr().err
     assert main(["arc", "--input", str(fewshot_src), "--canvas-size", "31", "--out", str(tmp_path / "y")]) != 0
     assert "--canvas-size must be in [1, 30], got 31" in capsys.readouterr().err
+
+
+def test_no_translate_keeps_train_grids_at_the_origin(tmp_path: Path, fewshot_src: Path) -> None:
+    corner = lambda a: np.asarray(a)[:, 0] >= arc.COLOUR_OFFSET  # noqa: E731  grid starts at the origin
+    moved = read_split(build_arc(tmp_path, fewshot_src, "--canvas-size", "5", name="moved"), "train")
+    assert not corner(moved.inputs).all()  # 3x3 and 4x4 grids on a 5x5 canvas get offsets by default
+    still = read_split(build_arc(tmp_path, fewshot_src, "--canvas-size", "5", "--no-translate"), "train")
+    assert corner(still.inputs).all()

@@ -46,13 +46,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--colour-aug", action=argparse.BooleanOptionalAction, default=True,
                    help="augment with colour permutations as well as dihedral transforms (default on; "
                         "--no-colour-aug keeps colours, so at most 8 variants per task)")
+    p.add_argument("--translate", action=argparse.BooleanOptionalAction, default=True,
+                   help="place train-split grids at random offsets on the canvas, as the reference (default on; "
+                        "the test split is never translated)")
 
 
 def default_out(args: argparse.Namespace) -> str:
     demos = "-encoder" if args.demos_in == "test" else ""
     sub = f"-sub{args.subset}" if args.subset else ""
     canvas = f"-canvas{args.canvas_size}" if args.canvas_size != arc.MAX_SIZE else ""
-    colours = "" if args.colour_aug else "-nocolour"
+    colours = ("" if args.colour_aug else "-nocolour") + ("" if args.translate else "-notranslate")
     return f"data/arc{args.version}concept-aug-{args.num_aug}{colours}{sub}{canvas}{demos}"
 
 
@@ -156,7 +159,7 @@ def build(args: argparse.Namespace) -> Built:
                 pairs = getattr(p, f"{split}_pairs")
                 if not pairs:
                     continue
-                inputs, labels = arc.encode_pairs(pairs, p.tids, p.perms, translate=split == "train",
+                inputs, labels = arc.encode_pairs(pairs, p.tids, p.perms, translate=args.translate and split == "train",
                                                   rng=encode_rng, canvas=args.canvas_size)
                 ids = np.arange(p.first_id, p.first_id + len(p.tids))
                 demos = np.full(len(ids), getattr(p, f"{split}_demos"))
