@@ -5,13 +5,15 @@
 
 1. Generates small ARC-like tasks (trm.data.fewshot_tasks: colour maps, dihedral transforms, cyclic shifts,
    dihedral + colour map; grids --min-size..--max-size) in ARC's on-disk format under --work, and builds
-   them with `tools/build_data.py arc --demos-in test --canvas-size S --no-colour-aug`. Colour-permutation
+   them with `tools/build_data.py arc --demos-in test --canvas-size S --no-colour-aug --no-translate`
+   (translation only with --translate: the test split is never translated). Colour-permutation
    augmentation is off on purpose: it would conjugate a training colour map into one that uses the held-out
    colour pairs, so held-out tasks would no longer be unseen. Dihedral variants (--num-aug, at most 7) keep
    every rule's type and colour pairs, and give the evaluator's votes for pass@2.
 2. Trains the encoder model of trm/configs/fewshot.yaml (extra key=value overrides apply to it) for
-   --minutes of wall time, evaluating every --eval-minutes, and prints per evaluation: seen rules on new
-   grids and held-out rules (exact, per-cell, pass@2; per rule type at the end), the training exact
+   --minutes (wall time, or CPU time with --clock cpu), evaluating about every --eval-minutes (the trainer
+   runs in segments of train.max_steps, resumed from its checkpoint), and prints per evaluation: seen
+   rules on new grids and held-out rules (exact, per-cell, pass@2; per rule type at the end), the training exact
    accuracy, and the encoder-collapse ratio (context variance across tasks / across the demos of a task).
 3. The same for the puzzle-embedding TRM (arch.encoder_type=none) for --baseline-minutes: its held-out
    tasks' embeddings are never trained (their demos are in the test split), so it shows the floor.
