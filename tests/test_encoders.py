@@ -157,7 +157,7 @@ def test_parameter_counts():
     print("\n".join(f"{t:>20}: {n:,}" for t, n in counts.items()))
     proj = D * D + D
     standard_grid = 2 * V * D + layers * _block(D) + proj
-    lpn_grid = V * D + 2 * D + D + layers * _block(D)
+    lpn_grid = V * D + 2 * D + D + layers * _block(D) + proj
     set_agg = P * D + 1 * _block(D)
     mean_agg = D * P * D + P * D
     gaussian = 2 * (D * D + D)

@@ -145,6 +145,7 @@ class LPNGridEncoder(nn.Module):
             EncoderBlock(D, cfg.num_heads, cfg.expansion, "pre", cfg.rms_norm_eps)
             for _ in range(cfg.encoder_num_layers)
         )
+        self.proj = CastedLinear(D, D, bias=True)
         self.eps = cfg.rms_norm_eps
 
     def forward(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
@@ -158,7 +159,9 @@ class LPNGridEncoder(nn.Module):
         rope = _aligned_rope(self.rope, self.seq_len, cls=True)
         for block in self.blocks:
             x = block(x, key_mask=valid, rope=rope, free_first=True)
-        return rms_norm(x[:, 0], self.eps)
+        # The CLS output is mostly its own learned start value; the projection (with a bias) can cancel
+        # that shared part, so the demo vectors differ by what the demos say, as the mean-pooled ones do.
+        return rms_norm(self.proj(rms_norm(x[:, 0], self.eps)), self.eps)
 
 
 class SetAggregator(nn.Module):
