@@ -130,7 +130,7 @@ def test_registry_names(arc_data: Path, tmp_path: Path) -> None:
 
 
 def test_unknown_evaluator_lists_names(arc_data: Path) -> None:
-    with pytest.raises(ValueError, match="valid names: arc, hanoi"):
+    with pytest.raises(ValueError, match="valid names: arc, fewshot, hanoi"):
         get_evaluator("sudoku", arc_data, read_split(arc_data, "test").meta)
 
 

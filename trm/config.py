@@ -59,7 +59,7 @@ class ArchConfig:
                           "hybrid_variational", "recurrent"] = "none"
     encoder_num_layers: int = 2  # grid-encoder blocks per demo
     encoder_norm_style: Literal["pre", "post"] = "post"  # the standard grid and set encoders (lpn: always pre)
-    encoder_pooling: Literal["mean", "attention", "weighted"] = "mean"  # standard grid encoder, per demo
+    encoder_pooling: Literal["mean", "attention", "weighted", "token"] = "mean"  # standard grid encoder, per demo
     encoder_set_layers: int = 1  # cross-attention blocks of the demo-set encoder
     kl_weight: float = 0.0  # weight of the variational encoders' KL term in the loss
     num_act_steps: int = 4  # train.act_mode=online: forward/backward/optimizer cycles per batch

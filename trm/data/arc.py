@@ -177,11 +177,12 @@ def parse_name(name: str) -> tuple[str, int, np.ndarray]:
 
 
 def draw_variants(task: Task, num_aug: int, rng: np.random.Generator,
-                  retries_factor: int = 5) -> tuple[np.ndarray, np.ndarray]:
+                  retries_factor: int = 5, colours: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The original plus up to `num_aug` distinct variants (tids (V,), perms (V, 10)).
 
     Candidates are random (dihedral, colour permutation keeping black); one whose grids equal an earlier
     variant's is dropped, and at most retries_factor * num_aug candidates are tried (as the reference).
+    colours=False keeps every colour (dihedral variants only, so at most 8 in all).
     """
     grids = task.grids()
     flat = [np.concatenate([dihedral(g, t).ravel() for g in grids]) for t in range(8)]
@@ -195,6 +196,8 @@ def draw_variants(task: Task, num_aug: int, rng: np.random.Generator,
         cand_t = rng.integers(0, 8, size=m)
         cand_p = np.concatenate([np.zeros((m, 1), np.int64), np.argsort(rng.random((m, 9)), axis=1) + 1],
                                 axis=1)
+        if not colours:
+            cand_p[:] = np.arange(10)
         keys: list[bytes] = [b""] * m
         for t in range(8):
             idx = np.flatnonzero(cand_t == t)
@@ -216,25 +219,26 @@ def draw_variants(task: Task, num_aug: int, rng: np.random.Generator,
 
 
 def _place(canvas: np.ndarray, sel: np.ndarray, grids: np.ndarray, r: np.ndarray, c: np.ndarray) -> None:
-    """Write grids (n, h, w) of tokens into canvas[sel] (n, 30, 30) at offsets (r, c), with the EOS frame."""
+    """Write grids (n, h, w) of tokens into canvas[sel] (n, S, S) at offsets (r, c), with the EOS frame."""
     n, h, w = grids.shape
+    size = canvas.shape[-1]
     canvas[sel[:, None, None], r[:, None, None] + np.arange(h)[None, :, None],
            c[:, None, None] + np.arange(w)[None, None, :]] = grids
-    below = np.flatnonzero(r + h < MAX_SIZE)
+    below = np.flatnonzero(r + h < size)
     canvas[sel[below][:, None], (r[below] + h)[:, None], c[below][:, None] + np.arange(w)[None, :]] = EOS
-    right = np.flatnonzero(c + w < MAX_SIZE)
+    right = np.flatnonzero(c + w < size)
     canvas[sel[right][:, None], r[right][:, None] + np.arange(h)[None, :], (c[right] + w)[:, None]] = EOS
 
 
 def encode_pairs(pairs: list[Pair], tids: np.ndarray, perms: np.ndarray, translate: bool,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and labels of every variant of a list of pairs: (V, E, 900) uint8 each, variant-major.
+                 rng: np.random.Generator, canvas: int = MAX_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels of every variant of a list of pairs: (V, E, canvas**2) uint8 each, variant-major.
 
     With translate=True every pair of a variant gets a random top-left offset (shared by its input and
     output) except one randomly chosen pair, which stays at the origin (as the reference's train split).
     """
     num_v, num_e = len(tids), len(pairs)
-    inputs = np.zeros((num_v, num_e, MAX_SIZE, MAX_SIZE), dtype=np.uint8)
+    inputs = np.zeros((num_v, num_e, canvas, canvas), dtype=np.uint8)
     labels = np.zeros_like(inputs)
     swaps = np.isin(tids, (1, 3, 6, 7))  # these transforms exchange height and width
     tokens = (perms + COLOUR_OFFSET).astype(np.uint8)  # (V, 10): colour -> token per variant
@@ -244,8 +248,8 @@ def encode_pairs(pairs: list[Pair], tids: np.ndarray, perms: np.ndarray, transla
         w = np.maximum(inp.shape[1], out.shape[1])
         max_h, max_w = np.where(swaps, w, h), np.where(swaps, h, w)
         if translate:
-            r = (rng.random(num_v) * (MAX_SIZE - max_h + 1)).astype(np.int64)
-            c = (rng.random(num_v) * (MAX_SIZE - max_w + 1)).astype(np.int64)
+            r = (rng.random(num_v) * (canvas - max_h + 1)).astype(np.int64)
+            c = (rng.random(num_v) * (canvas - max_w + 1)).astype(np.int64)
             r[keep_at_origin == e] = 0
             c[keep_at_origin == e] = 0
         else:
@@ -260,17 +264,27 @@ def encode_pairs(pairs: list[Pair], tids: np.ndarray, perms: np.ndarray, transla
     return inputs.reshape(num_v, num_e, -1), labels.reshape(num_v, num_e, -1)
 
 
+def canvas_side(seq_len: int) -> int:
+    """The side of a flattened square canvas of seq_len tokens (30 for the paper's 900)."""
+    side = round(seq_len**0.5)
+    if side * side != seq_len or not 1 <= side <= MAX_SIZE:
+        raise ValueError(f"ARC rows of {seq_len} tokens are not a square canvas of side 1..{MAX_SIZE}")
+    return side
+
+
 def crop_sizes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(height, width) of the largest top-left rectangle of colour tokens (2..11) of each row of (B, 900).
+    """(height, width) of the largest top-left rectangle of colour tokens (2..11) of each row of (B, S*S).
 
     The reference's crop, vectorised: per canvas row, the run of colour tokens from column 0, then the
     running minimum of those runs down the rows; the first row count with the largest area wins.
     """
-    g = np.asarray(rows).reshape(-1, MAX_SIZE, MAX_SIZE)
+    rows = np.asarray(rows)
+    side = canvas_side(rows.shape[-1])
+    g = rows.reshape(-1, side, side)
     is_colour = (g >= COLOUR_OFFSET) & (g < COLOUR_OFFSET + 10)
-    run = np.where(is_colour.all(axis=2), MAX_SIZE, np.argmin(is_colour, axis=2))  # (B, 30)
+    run = np.where(is_colour.all(axis=2), side, np.argmin(is_colour, axis=2))  # (B, S)
     width = np.minimum.accumulate(run, axis=1)
-    area = (np.arange(MAX_SIZE) + 1)[None, :] * width
+    area = (np.arange(side) + 1)[None, :] * width
     best = np.argmax(area, axis=1)
     h = np.where(area[np.arange(len(g)), best] > 0, best + 1, 0)
     return h, np.where(h > 0, width[np.arange(len(g)), best], 0)
@@ -278,8 +292,10 @@ def crop_sizes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def crop(tokens: np.ndarray) -> np.ndarray:
     """The largest top-left rectangle of colour tokens (2..11), as colours 0..9 (the reference's crop)."""
-    h, w = crop_sizes(np.asarray(tokens)[None])
-    g = np.asarray(tokens).reshape(MAX_SIZE, MAX_SIZE)
+    tokens = np.asarray(tokens).reshape(-1)
+    h, w = crop_sizes(tokens[None])
+    side = canvas_side(tokens.size)
+    g = tokens.reshape(side, side)
     return (g[: h[0], : w[0]] - COLOUR_OFFSET).astype(np.uint8)
 
 

@@ -40,12 +40,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demos-in", choices=("train", "test"), default="train",
                    help="where evaluation tasks' demonstration pairs go: train (TRM) or test (encoder mode)")
     p.add_argument("--seed", type=int, default=42, help="seed (the reference uses 42)")
+    p.add_argument("--canvas-size", type=int, default=arc.MAX_SIZE, metavar="S",
+                   help=f"side of the square canvas grids are placed on (default {arc.MAX_SIZE}, the paper's; a "
+                        f"small one, e.g. 5 for grids up to 5x5, makes sequences of S*S tokens for laptop runs)")
+    p.add_argument("--colour-aug", action=argparse.BooleanOptionalAction, default=True,
+                   help="augment with colour permutations as well as dihedral transforms (default on; "
+                        "--no-colour-aug keeps colours, so at most 8 variants per task)")
+    p.add_argument("--translate", action=argparse.BooleanOptionalAction, default=True,
+                   help="place train-split grids at random offsets on the canvas, as the reference (default on; "
+                        "the test split is never translated)")
 
 
 def default_out(args: argparse.Namespace) -> str:
     demos = "-encoder" if args.demos_in == "test" else ""
     sub = f"-sub{args.subset}" if args.subset else ""
-    return f"data/arc{args.version}concept-aug-{args.num_aug}{sub}{demos}"
+    canvas = f"-canvas{args.canvas_size}" if args.canvas_size != arc.MAX_SIZE else ""
+    colours = ("" if args.colour_aug else "-nocolour") + ("" if args.translate else "-notranslate")
+    return f"data/arc{args.version}concept-aug-{args.num_aug}{colours}{sub}{canvas}{demos}"
 
 
 @dataclass
@@ -99,6 +110,8 @@ def build(args: argparse.Namespace) -> Built:
         raise BuildError(f"--num-aug must be >= 0, got {args.num_aug}")
     if args.subset is not None and args.subset < 1:
         raise BuildError(f"--subset must be >= 1, got {args.subset}")
+    if not 1 <= args.canvas_size <= arc.MAX_SIZE:
+        raise BuildError(f"--canvas-size must be in [1, {arc.MAX_SIZE}], got {args.canvas_size}")
     report: list[str] = []
     loaded, source = _load(args, report)
     test_set = args.test_set_name or DEFAULT_TEST_SET[args.version]
@@ -112,7 +125,11 @@ def build(args: argparse.Namespace) -> Built:
             ids = sorted(rng.choice(ids, size=args.subset, replace=False).tolist())
         for tid in progress(f"augmenting {subset}", ids):
             task = tasks[tid]
-            tids, perms = arc.draw_variants(task, args.num_aug, rng)
+            big = [g.shape for g in task.grids() if max(g.shape) > args.canvas_size]
+            if big:
+                raise BuildError(f"task {tid} ({subset}) has a {big[0][0]}x{big[0][1]} grid, larger than "
+                                 f"--canvas-size {args.canvas_size}")
+            tids, perms = arc.draw_variants(task, args.num_aug, rng, colours=args.colour_aug)
             demos, queries = task.train, task.test
             if subset == test_set:
                 test_puzzles[tid] = task.to_json()
@@ -129,7 +146,7 @@ def build(args: argparse.Namespace) -> Built:
     report.append(f"source: {source}; {num_variants.mean():.1f} variants per task on average (original + "
                   f"up to {args.num_aug}); evaluation demos in {args.demos_in}")
     meta = dict(pad_id=arc.PAD, ignore_label_id=arc.PAD, blank_identifier_id=0, vocab_size=arc.VOCAB_SIZE,
-                seq_len=arc.MAX_SIZE * arc.MAX_SIZE, num_puzzle_identifiers=len(identifiers))
+                seq_len=args.canvas_size**2, num_puzzle_identifiers=len(identifiers))
     encode_rng = np.random.default_rng([args.seed, 1])  # translations, independent of the variant draws
 
     def write_splits(stage: Path) -> None:
@@ -137,13 +154,13 @@ def build(args: argparse.Namespace) -> Built:
             total = sum(len(p.tids) * len(getattr(p, f"{split}_pairs")) for p in plans)
             if total == 0:
                 raise BuildError(f"the {split} split would be empty; check --subsets/--test-set-name")
-            writer = StreamingSplit(stage, split, total, arc.MAX_SIZE * arc.MAX_SIZE, meta)
+            writer = StreamingSplit(stage, split, total, args.canvas_size**2, meta)
             for p in progress(f"encoding {split}", plans):
                 pairs = getattr(p, f"{split}_pairs")
                 if not pairs:
                     continue
-                inputs, labels = arc.encode_pairs(pairs, p.tids, p.perms, translate=split == "train",
-                                                  rng=encode_rng)
+                inputs, labels = arc.encode_pairs(pairs, p.tids, p.perms, translate=args.translate and split == "train",
+                                                  rng=encode_rng, canvas=args.canvas_size)
                 ids = np.arange(p.first_id, p.first_id + len(p.tids))
                 demos = np.full(len(ids), getattr(p, f"{split}_demos"))
                 writer.add_group(inputs, labels, ids, num_demos=demos)

@@ -116,7 +116,8 @@ def _arc_text(row: np.ndarray, ref: np.ndarray | None = None) -> list[str]:
 
 def arc_visible(row: np.ndarray) -> np.ndarray:
     """The canvas cut to the bounding box of everything that is not PAD (grid + EOS frame)."""
-    canvas = np.asarray(row).reshape(arc.MAX_SIZE, arc.MAX_SIZE)
+    side = arc.canvas_side(np.asarray(row).size)
+    canvas = np.asarray(row).reshape(side, side)
     rows, cols = np.nonzero(canvas != arc.PAD)
     if len(rows) == 0:
         return canvas[:1, :1]
@@ -255,8 +256,9 @@ def _panel(kind: str, ax, row: np.ndarray, ex: Example, ref: np.ndarray | None, 
         _draw_cells(ax, np.asarray(row).reshape(side, side), MAZE_COLOURS, wrong)
         ax.set_title(caption, fontsize=9)
     elif kind == "arc":
-        canvas = np.asarray(row).reshape(arc.MAX_SIZE, arc.MAX_SIZE)
-        wrong = None if ref is None else ((ref != IGNORE) & (ref != row)).reshape(arc.MAX_SIZE, arc.MAX_SIZE)
+        side = arc.canvas_side(np.asarray(row).size)
+        canvas = np.asarray(row).reshape(side, side)
+        wrong = None if ref is None else ((ref != IGNORE) & (ref != row)).reshape(side, side)
         rows, cols = np.nonzero(canvas != arc.PAD)
         if len(rows):
             sl = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))

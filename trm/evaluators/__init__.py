@@ -16,7 +16,7 @@ from pathlib import Path
 from trm.data.format import Metadata
 from trm.evaluators.base import Evaluator
 
-NAMES = ("arc", "hanoi")
+NAMES = ("arc", "fewshot", "hanoi")
 
 
 def get_evaluator(name: str, data_path: str | Path, meta: Metadata) -> Evaluator:
@@ -25,6 +25,10 @@ def get_evaluator(name: str, data_path: str | Path, meta: Metadata) -> Evaluator
         from trm.evaluators.arc import ARCEvaluator
 
         return ARCEvaluator(Path(data_path), meta)
+    if name == "fewshot":
+        from trm.evaluators.fewshot import FewShotEvaluator
+
+        return FewShotEvaluator(Path(data_path), meta)
     if name == "hanoi":
         from trm.evaluators.hanoi import HanoiEvaluator
 

@@ -1,11 +1,11 @@
 """ARC pass@K by voting over augmented predictions, as the reference's evaluator.
 
 Each test row is mapped back to the original task through its identifier name (`task|||t{k}|||{perm}`):
-crop the 30x30 canvas to the grid, undo the dihedral transform and the colour permutation. Rows whose
-inverted input is one of the task's test inputs vote for their inverted prediction (demonstration rows do
-not match and are ignored). Per test input the distinct predictions are ranked by (votes, mean sigmoid
-q_halt); pass@K counts it solved when the true output is among the top K. A task scores the fraction of
-its test inputs solved; pass@K is the mean over all tasks in test_puzzles.json.
+crop the canvas (30x30, or the side the data was built with) to the grid, undo the dihedral transform and
+the colour permutation. Rows whose inverted input is one of the task's test inputs vote for their inverted
+prediction (demonstration rows do not match and are ignored). Per test input the distinct predictions are
+ranked by (votes, mean sigmoid q_halt); pass@K counts it solved when the true output is among the top K.
+A task scores the fraction of its test inputs solved; pass@K is the mean over all tasks in test_puzzles.json.
 
 Difference from the reference: there `aggregated_voting=True` keeps votes across evaluations (pooling
 checkpoints); here begin() clears them, so every evaluation scores only its own model.
@@ -89,8 +89,9 @@ class ARCEvaluator:
             return
         inputs, preds = np.asarray(inputs)[keep], np.asarray(preds)[keep]
         (ih, iw), (ph, pw) = arc.crop_sizes(inputs), arc.crop_sizes(preds)
-        inputs = inputs.reshape(-1, arc.MAX_SIZE, arc.MAX_SIZE) - arc.COLOUR_OFFSET
-        preds = preds.reshape(-1, arc.MAX_SIZE, arc.MAX_SIZE) - arc.COLOUR_OFFSET
+        side = arc.canvas_side(inputs.shape[-1])
+        inputs = inputs.reshape(-1, side, side) - arc.COLOUR_OFFSET
+        preds = preds.reshape(-1, side, side) - arc.COLOUR_OFFSET
         for j, row in enumerate(keep):
             task_id, tid, perm = self.variants[ids[row]]
             inp = arc.invert_grid(inputs[j, : ih[j], : iw[j]], tid, perm)

@@ -21,6 +21,14 @@ The set aggregator's `puzzle_emb_len` queries (learned, or the recurrent state) 
 the valid demo vectors for `encoder_set_layers` blocks. KL is to N(0, I), summed over latent
 dimensions, per item (per demo averaged over valid demos for lpn_variational); the trainer adds
 `arch.kl_weight` times it to the loss. Evaluation uses the mean, training a reparameterised draw.
+
+`encoder_pooling=token` (standard only) keeps a table: per demo, the encoded cells (a cell's input
+token plus its output token) are averaged per input token value, one slot per vocabulary entry but
+PAD (EOS and the 10 colours in ARC); the slots are averaged over the demos that show that value, and
+the table fills the first vocab_size - 1 prefix positions, the set aggregator's queries the rest. A
+decoder cell of colour c can then read "what c becomes" from slot c by attention instead of decoding
+it from one pooled vector: that is what lets a colour mapping never seen in training be read from
+the demos (bench/fewshot.py).
 """
 
 from __future__ import annotations
@@ -83,16 +91,36 @@ class StandardGridEncoder(nn.Module):
             self.pool_attn = MaskedAttention(D, cfg.num_heads)
         elif self.pooling == "weighted":
             self.pool_score = CastedLinear(D, 1, bias=True)
+        elif self.pooling == "token":
+            values = torch.tensor([v for v in range(vocab_size) if v != pad_id])
+            self.register_buffer("slot_values", values, persistent=False)
+            self.slot_embed = nn.Parameter(trunc_normal_init_(torch.empty(len(values), D), std=1.0))
         self.proj = CastedLinear(D, D, bias=True)
         self.eps = cfg.rms_norm_eps
 
     def forward(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """inputs, outputs (N, L) -> (N, D)."""
+        return self.encode(inputs, outputs)[0]
+
+    def encode(
+        self, inputs: torch.Tensor, outputs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(N, D) demo vectors, and for token pooling the slots (N, S, D) and which are present (N, S)."""
         x = self.scale * torch.cat((self.input_embed(inputs), self.output_embed(outputs)), dim=1)  # (N, 2L, D)
         valid = torch.cat((inputs, outputs), dim=1) != self.pad_id  # (N, 2L)
         rope = _aligned_rope(self.rope, self.seq_len, cls=False)
         for block in self.blocks:
             x = block(x, key_mask=valid, rope=rope)
+        if self.pooling == "token":
+            onehot = (inputs.unsqueeze(-1) == self.slot_values).to(x.dtype)  # (N, L, S)
+            count = onehot.sum(1)  # (N, S)
+            # a cell's input and output tokens together: what this input value became, there
+            cells = x[:, : inputs.shape[1]] + x[:, inputs.shape[1] :]  # (N, L, D)
+            slots = torch.einsum("nls,nld->nsd", onehot, cells) / count.clamp_min(1.0).unsqueeze(-1)
+            slots = rms_norm(self.proj(slots) + self.slot_embed.to(x.dtype), self.eps)  # (N, S, D)
+            present = count > 0
+            w = present.to(x.dtype).unsqueeze(-1)
+            return rms_norm((slots * w).sum(1) / w.sum(1).clamp_min(1.0), self.eps), slots, present
         if self.pooling == "mean":
             w = valid.to(x.dtype).unsqueeze(-1)
             pooled = (x * w).sum(1) / w.sum(1).clamp_min(1.0)
@@ -102,7 +130,7 @@ class StandardGridEncoder(nn.Module):
             score = self.pool_score(x).squeeze(-1).float().masked_fill(~valid, float("-inf"))
             score = torch.where(valid.any(-1, keepdim=True), score, 0.0)  # all-PAD row: uniform, not NaN
             pooled = (torch.softmax(score, -1).to(x.dtype).unsqueeze(-1) * x).sum(1)
-        return rms_norm(self.proj(pooled), self.eps)
+        return rms_norm(self.proj(pooled), self.eps), None, None
 
 
 class LPNGridEncoder(nn.Module):
@@ -213,7 +241,20 @@ class DemoEncoder(nn.Module):
         self.grid = (StandardGridEncoder if grid == "standard" else LPNGridEncoder)(
             cfg, vocab_size, seq_len, pad_id, dtype
         )
-        self.aggregate = (SetAggregator if agg == "set" else MeanAggregator)(cfg, prefix)
+        self.num_slots = 0
+        if cfg.encoder_pooling == "token":
+            self.num_slots = vocab_size - 1
+            if cfg.encoder_type != "standard":
+                raise ConfigError(
+                    f"arch.encoder_pooling=token is implemented for arch.encoder_type=standard only, got "
+                    f"{cfg.encoder_type}"
+                )
+            if prefix < self.num_slots:
+                raise ConfigError(
+                    f"arch.encoder_pooling=token writes one prefix token per vocabulary entry but PAD "
+                    f"({self.num_slots}); arch.puzzle_emb_len must be >= {self.num_slots}, got {prefix}"
+                )
+        self.aggregate = (SetAggregator if agg == "set" else MeanAggregator)(cfg, prefix - self.num_slots)
         if bottleneck != "none":
             self.gaussian = Gaussian(cfg.hidden_size)
         if bottleneck == "pooled":
@@ -243,6 +284,8 @@ class DemoEncoder(nn.Module):
         state: torch.Tensor | None = None,
     ) -> EncoderOutput:
         B = demo_inputs.shape[0]
+        if self.num_slots:
+            return self._token_table(demo_inputs, demo_labels, demo_mask)
         demos = self.encode_demos(demo_inputs, demo_labels, demo_mask)
         kl = demos.new_zeros(B, dtype=torch.float32)
         new_state = None
@@ -262,6 +305,28 @@ class DemoEncoder(nn.Module):
                 z, kl = self.gaussian(context.mean(1))
                 context = rms_norm(self.decode(z).view(B, self.prefix, self.hidden), self.eps)
         return EncoderOutput(context, kl, new_state, demos)
+
+    def _token_table(
+        self, demo_inputs: torch.Tensor, demo_labels: torch.Tensor, demo_mask: torch.Tensor
+    ) -> EncoderOutput:
+        """encoder_pooling=token: the slot table (B, S, D) averaged over the demos showing each value,
+        then the set aggregator's tokens over the demo vectors."""
+        B, K, L = demo_inputs.shape
+        S, D = self.num_slots, self.hidden
+        flat = demo_mask.reshape(-1).nonzero().squeeze(-1)
+        vecs, slots, present = self.grid.encode(
+            demo_inputs.reshape(B * K, L)[flat], demo_labels.reshape(B * K, L)[flat]
+        )
+        demos = vecs.new_zeros(B * K, D).index_copy(0, flat, vecs).view(B, K, D)
+        slots = slots.new_zeros(B * K, S, D).index_copy(0, flat, slots).view(B, K, S, D)
+        seen = present.new_zeros(B * K, S).index_copy(0, flat, present).view(B, K, S)
+        # a value no demo shows keeps its slot's default (the mean over the valid demos)
+        w = torch.where(seen.any(1, keepdim=True), seen, demo_mask.unsqueeze(-1)).to(slots.dtype).unsqueeze(-1)
+        table = rms_norm((slots * w).sum(1) / w.sum(1).clamp_min(1.0), self.eps)  # (B, S, D)
+        context = table
+        if self.prefix > S:
+            context = torch.cat((table, self.aggregate(demos, demo_mask)), dim=1)
+        return EncoderOutput(context, demos.new_zeros(B, dtype=torch.float32), None, demos)
 
 
 def build_encoder(

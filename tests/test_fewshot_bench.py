@@ -1,0 +1,92 @@
+"""The few-shot benchmark's evaluator (scores per split and rule) and the bench end to end (tiny, CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_data_arc import build_arc
+from trm.data import arc
+from trm.data.fewshot_tasks import FewShotSpec, generate, task_split_and_rule, write_kaggle
+from trm.data.format import Metadata, read_split
+from trm.evaluators import get_evaluator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("fewshot")
+    spec = FewShotSpec(seed=2, num_train=8, num_seen=8, num_heldout=6, max_size=5)
+    write_kaggle(generate(spec), tmp / "src", spec)
+    return build_arc(tmp, tmp / "src", "--canvas-size", "5", "--demos-in", "test", "--no-colour-aug")
+
+
+def _rows(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    test = read_split(out, "test")
+    ids = np.repeat(test.puzzle_identifiers, np.diff(test.puzzle_indices))
+    names = json.loads((out / "identifiers.json").read_text())
+    tasks = [arc.parse_name(names[i])[0] for i in ids]
+    return np.asarray(test.inputs), np.asarray(test.labels).astype(np.int64), ids, tasks
+
+
+def test_scores_by_split_and_rule_skip_demos(built: Path) -> None:
+    meta = Metadata.from_json(built / "test" / "dataset.json")
+    inputs, labels, ids, tasks = _rows(built)
+    ev = get_evaluator("fewshot", built, meta)
+    # right answers for held-out colour maps only; every other row wrong in one grid cell
+    preds = labels.copy()
+    wrong = np.array([task_split_and_rule(t) != ("heldout", "colour_map") for t in tasks])
+    cell = np.argmax(labels >= arc.COLOUR_OFFSET, axis=1)
+    preds[wrong, cell[wrong]] = np.where(labels[wrong, cell[wrong]] == 2, 3, 2)
+    labels_ign = np.where(labels == arc.PAD, -100, labels)
+    ev.begin()
+    ev.update(inputs, labels_ign, ids, preds, np.zeros(len(ids)))
+    r = ev.result()
+    assert r["heldout/colour_map/exact"] == 1.0 and r["heldout/colour_map/pass@2"] == 1.0
+    assert r["heldout/colour_map/cell"] == 1.0
+    assert r["heldout/dihedral_colour_map/exact"] == 0.0 and r["seen/exact"] == 0.0
+    assert 0.8 < r["seen/cell"] < 1.0  # one wrong cell per grid of 9..25 cells
+    assert 0.0 < r["heldout/exact"] < 1.0
+    # demo rows (also in the test split, ahead of each puzzle's queries) are not scored
+    test = read_split(built, "test")
+    num_demos = np.load(built / "test" / "all__num_demos.npy")
+    queries = int((np.diff(test.puzzle_indices) - num_demos).sum())
+    assert ev.rows["seen"][0] + ev.rows["heldout"][0] == queries < len(ids)
+
+
+def test_bench_runs_end_to_end(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "bench/fewshot.py",
+        "--minutes",
+        "0.05",
+        "--baseline-minutes",
+        "0.05",
+        "--eval-minutes",
+        "0.05",
+        "--num-train",
+        "16",
+        "--num-eval",
+        "4",
+        "--num-aug",
+        "1",
+        "--work",
+        str(tmp_path),
+        "arch.hidden_size=16",
+        "arch.num_heads=2",
+        "train.global_batch_size=8",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert any(line.startswith("encoder  heldout per rule") for line in lines)
+    assert any(line.startswith("baseline    seen per rule") for line in lines)
+    last = lines[-1].split()
+    assert lines[-1].startswith("held-out exact accuracy ") and last[-1] == "s"
+    assert 0.0 <= float(last[3]) <= 1.0 and 0.0 <= float(last[5].rstrip(")")) <= 1.0
