@@ -26,9 +26,11 @@ from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
 from trm.data.iterator import Batch, TrainIterator, eval_batches
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
 from trm.train import checkpoint as ckpt
+from trm.train.compiled import compile_recursion
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
-from trm.train.losses import METRIC_KEYS, act_loss
+from trm.train.losses import METRIC_KEYS, act_loss, halted_loss_sums
 from trm.train.optim import EMA, AdamATan2, lr_at
+from trm.train.prefetch import Prefetcher
 from trm.train.preempt import EXIT_REQUEUE, StopWatch
 from trm.train.runlog import RunDir, RunDirError, make_logger
 
@@ -112,7 +114,8 @@ class Trainer:
             ddp.register_comm_hook(None, _sum_hook)
             self.forward_module = ddp
         if tc.compile:
-            self.model.inner.L_level = torch.compile(self.model.inner.L_level)  # type: ignore[assignment]
+            compile_recursion(self.model.inner, tc.cuda_graphs, lambda line: self.say(line))
+        self.batches: Prefetcher | None = None  # the chunk's batches, when the loop is running
 
         self.iterator = TrainIterator(self.train_split, self.B, env.rank, env.world_size, tc.seed,
                                       cfg.eval.eval_interval, cfg.data.max_train_groups)
@@ -158,7 +161,7 @@ class Trainer:
             "adam": clone(self.adam.state_dict()) if self.adam else None,
             "sparse": self.sparse.state_dict() if self.sparse else None,
             "step": self.step, "total_steps": self.total_steps,
-            "iterator": self.iterator.state_dict(),
+            "iterator": self.batches.resume_state() if self.batches is not None else self.iterator.state_dict(),
             "explore_gen": self.explore_gen.get_state().cpu(),
             "best": dict(self.best), "final": dict(self.final), "last_eval_step": self.last_eval_step,
             "elapsed_s": self._elapsed(), "attempts": self.attempts, "world_size": self.env.world_size,
@@ -277,16 +280,29 @@ class Trainer:
     # one step
 
     def train_step(self, batch: Batch) -> torch.Tensor:
+        """One optimizer step; returns the metric sums as a device tensor (no host-device sync here:
+        the caller accumulates them on the device and reads them at the log interval)."""
+        loss, metrics = self.forward_step(batch)
+        self.backward_step(loss)
+        self.optimizer_step()
+        return self._stack(metrics, self.device)
+
+    # The three phases, separately callable so that bench/train_speed.py can time each.
+    def forward_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.model.train()
-        batch = batch.to(self.device)
+        batch = batch.to(self.device)  # a no-op for prefetched batches
         data = batch.as_dict()
         if self.carry is None:
             self.carry = self.model.initial_carry(data)
         self.step += 1
-        lr = self._set_lr()
+        self._lr = self._set_lr()
         self.carry, out = self.forward_module(self.carry, data, self._draw_explore())
-        loss, metrics = act_loss(self.carry, out, self.cfg.arch.loss_type)
+        return act_loss(self.carry, out, self.cfg.arch.loss_type)
+
+    def backward_step(self, loss: torch.Tensor) -> None:
         (loss / self.B).backward()
+
+    def optimizer_step(self) -> None:
         if self.cfg.optim.grad_clip_norm > 0 and self.adam:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip_norm)
         if self.adam:
@@ -297,8 +313,6 @@ class Trainer:
             self.sparse.zero_grad()
         if self.ema:
             self.ema.update()
-        self._lr = lr
-        return self._stack(metrics, self.device)
 
     def _reduce_train(self, acc: torch.Tensor, num_steps: int) -> dict[str, float]:
         if self.env.distributed:
@@ -320,8 +334,13 @@ class Trainer:
     # evaluation
 
     @torch.inference_mode()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, final: bool = False) -> dict[str, float]:
+        """Metrics over the test split with the EMA weights: each example's at the step it halts (all
+        at arch.halt_max_steps unless eval.halt_early), summed over the valid (non-padding) slots and
+        divided by their count, as the reference reports its last step. Intermediate evaluations
+        cover the first eval.max_batches batches; a `final` one the whole split (eval.full_final)."""
         cfg = self.cfg
+        max_batches = 0 if final and cfg.eval.full_final else cfg.eval.max_batches
         self.model.eval()
         if self.ema:
             self.ema.swap()
@@ -331,9 +350,9 @@ class Trainer:
         acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
         saved: list[dict[str, np.ndarray]] = []
         try:
-            for batch in eval_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size,
-                                      cfg.data.max_eval_groups, cfg.eval.max_batches):
-                batch = batch.to(self.device)
+            batches = eval_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size,
+                                   cfg.data.max_eval_groups, max_batches)
+            for batch in Prefetcher(batches, self.device, lambda: None, lookahead=self.device.type == "cuda"):
                 data = batch.as_dict()
                 carry = self.model.initial_carry(data)
                 done = torch.zeros_like(batch.valid)
@@ -342,12 +361,15 @@ class Trainer:
                 for _ in range(cfg.arch.halt_max_steps):
                     carry, out = self.model(carry, data, None, halt_early=cfg.eval.halt_early)
                     newly = carry.halted & ~done
-                    _, metrics = act_loss(replace(carry, halted=newly), out, cfg.arch.loss_type)
+                    halted = replace(carry, halted=newly & batch.valid)  # padding slots never count
+                    _, metrics = act_loss(halted, out, cfg.arch.loss_type)
+                    metrics.update(halted_loss_sums(halted, out, cfg.arch.loss_type))
                     acc += self._stack(metrics, self.device)
                     preds = torch.where(newly.view(-1, 1), out.logits.argmax(-1).to(preds.dtype), preds)
                     q_halt = torch.where(newly, out.q_halt_logits, q_halt)
                     done |= newly
-                    if bool(done.all()):
+                    # Without halt_early every slot halts at the last step: no need to ask (a sync) each step.
+                    if cfg.eval.halt_early and bool(done.all()):
                         break
                 if evaluators or cfg.eval.save_predictions:
                     rows = {"inputs": batch.inputs, "labels": batch.labels, "preds": preds,
@@ -368,8 +390,7 @@ class Trainer:
             dist.all_reduce(acc)
         v = dict(zip(METRIC_KEYS, acc.tolist()))
         count = max(v.pop("count"), 1.0)
-        out = {f"eval/{k}": x / count for k, x in v.items()
-               if not (k == "q_continue_loss" and cfg.arch.no_ACT_continue)}
+        out = {f"eval/{k}": x / count for k, x in v.items() if k != "q_continue_loss"}  # a training-only loss
         for e in evaluators:
             for k, x in e.result(self.run_dir.path / f"evaluator_{e.name}_step_{self.step}").items():
                 out[f"eval/{e.name}/{k}"] = float(x)
@@ -450,7 +471,9 @@ class Trainer:
         try:
             while self.step < self.stop_at and self.iterator.chunk < self.num_chunks:
                 chunk = self.iterator.chunk
-                for batch in self.iterator.chunk_batches():
+                self.batches = Prefetcher(self.iterator.chunk_batches(), self.device, self.iterator.state_dict,
+                                          lookahead=self.device.type == "cuda")
+                for batch in self.batches:
                     self.acc += self.train_step(batch)
                     self.acc_steps += 1
                     bar.update(1)
@@ -475,15 +498,17 @@ class Trainer:
                     if self.step >= self.stop_at:
                         break
                 else:
+                    self.batches = None
                     if chunk >= cfg.eval.min_eval_interval:
-                        self._log_eval(self.evaluate())
+                        final = self.iterator.chunk >= self.num_chunks or self.step >= self.stop_at
+                        self._log_eval(self.evaluate(final=final))
                         if cfg.train.checkpoint_every_eval:
                             self.save_checkpoint()
                             last_ckpt_step, t_ckpt = self.step, time.monotonic()
             if self.acc_steps:
                 self._log_train(time.monotonic() - t_log, bar)
             if self.last_eval_step != self.step:
-                self._log_eval(self.evaluate())
+                self._log_eval(self.evaluate(final=True))
             if last_ckpt_step != self.step or not ckpt.latest(self.run_dir.checkpoints, warn=False):
                 self.save_checkpoint(wait=True)
             self.writer.join()
