@@ -386,4 +386,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except torch.cuda.OutOfMemoryError as e:
+        print(f"train_speed: out of GPU memory ({str(e).splitlines()[0]}); try a smaller --batch", file=sys.stderr)
+        sys.exit(3)

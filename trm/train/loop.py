@@ -465,6 +465,9 @@ class Trainer:
         self.say(f"run {self.name}: {self.num_params:,} parameters, {env.world_size} rank(s) on {self.device.type} "
                  f"({str(self.dtype).removeprefix('torch.')}), {self.stop_at} steps of {self.B} "
                  f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}")
+        if self.dtype == torch.float16:
+            self.say("warning: arch.forward_dtype=float16 runs without loss scaling: gradients under float16's "
+                     "range (6e-8) become zero. auto picks bfloat16 on GPUs that have it and float32 elsewhere")
         self._write_summary("running")
         t_log = time.monotonic()
         last_ckpt_step, t_ckpt = self.step, time.monotonic()
