@@ -67,16 +67,27 @@ def _shape_for(data_path: str) -> tuple[int, int, int]:
     for key in ("sudoku-4x4", "sudoku", "maze", "arc"):
         if key in name:
             return SHAPES[key]
-    raise SystemExit(f"train_speed: no dataset at '{data_path}' and no known shape for it; build it first "
-                     f"(tools/build_data.py) or pass data_paths=[...] of a built dataset")
+    raise SystemExit(
+        f"train_speed: no dataset at '{data_path}' and no known shape for it; build it first "
+        f"(tools/build_data.py) or pass data_paths=[...] of a built dataset"
+    )
 
 
 def synthetic_dataset(root: Path, vocab: int, seq_len: int, num_ids: int, num_train: int, num_test: int) -> Path:
     """Random puzzles of the given shape in the on-disk format (one example per puzzle and group)."""
     rng = np.random.default_rng(0)
     for split, n in (("train", num_train), ("test", num_test)):
-        meta = Metadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab, seq_len=seq_len,
-                        num_puzzle_identifiers=num_ids, total_groups=n, mean_puzzle_examples=1.0, total_puzzles=n)
+        meta = Metadata(
+            pad_id=0,
+            ignore_label_id=0,
+            blank_identifier_id=0,
+            vocab_size=vocab,
+            seq_len=seq_len,
+            num_puzzle_identifiers=num_ids,
+            total_groups=n,
+            mean_puzzle_examples=1.0,
+            total_puzzles=n,
+        )
         inputs = rng.integers(1, vocab, (n, seq_len))
         labels = rng.integers(1, vocab, (n, seq_len))
         ids = rng.integers(0, num_ids, n) if num_ids > 1 else np.zeros(n, dtype=np.int64)
@@ -107,15 +118,22 @@ def correctness(trainer: Any, device: torch.device) -> dict[str, float]:
     """The fast path's supervision step vs plain eager float32 with the same weights, fresh inputs."""
     fast = trainer.model
     meta = trainer.train_split.meta
-    ref = TRM(trainer.cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers), trainer.local_B,
-              torch.float32).to(device)
+    ref = TRM(
+        trainer.cfg.arch,
+        meta.vocab_size,
+        meta.seq_len,
+        max(1, meta.num_puzzle_identifiers),
+        trainer.local_B,
+        torch.float32,
+    ).to(device)
     ref.load_state_dict(fast.state_dict())
     g = torch.Generator().manual_seed(1234)
     B = trainer.local_B
-    batch = {"inputs": torch.randint(1, meta.vocab_size, (B, meta.seq_len), generator=g).to(torch.int32),
-             "labels": torch.randint(1, meta.vocab_size, (B, meta.seq_len), generator=g),
-             "puzzle_identifiers": torch.randint(0, max(1, meta.num_puzzle_identifiers), (B,), generator=g)
-             .to(torch.int32)}
+    batch = {
+        "inputs": torch.randint(1, meta.vocab_size, (B, meta.seq_len), generator=g).to(torch.int32),
+        "labels": torch.randint(1, meta.vocab_size, (B, meta.seq_len), generator=g),
+        "puzzle_identifiers": torch.randint(0, max(1, meta.num_puzzle_identifiers), (B,), generator=g).to(torch.int32),
+    }
     batch = {k: v.to(device) for k, v in batch.items()}
     outs = []
     for model in (fast, ref):
@@ -130,8 +148,12 @@ def correctness(trainer: Any, device: torch.device) -> dict[str, float]:
     if trainer.model.inner.puzzle_emb is not None:
         trainer.model.inner.puzzle_emb.local_weights.grad = None
     (lf, qf, gf, lossf), (lr_, qr, gr, lossr) = outs
-    return {"logits": rel_err(lf, lr_), "q_halt_logits": rel_err(qf, qr), "gradients": rel_err(gf, gr),
-            "loss": abs(float(lossf) - float(lossr)) / max(abs(float(lossr)), 1e-30)}
+    return {
+        "logits": rel_err(lf, lr_),
+        "q_halt_logits": rel_err(qf, qr),
+        "gradients": rel_err(gf, gr),
+        "loss": abs(float(lossf) - float(lossr)) / max(abs(float(lossr)), 1e-30),
+    }
 
 
 class TrainBench:
@@ -143,8 +165,12 @@ class TrainBench:
         self.batches = self._batches()
 
     def _batches(self) -> Prefetcher:
-        return Prefetcher(self.t.iterator.chunk_batches(), self.device, self.t.iterator.state_dict,
-                          lookahead=self.device.type == "cuda")
+        return Prefetcher(
+            self.t.iterator.chunk_batches(),
+            self.device,
+            self.t.iterator.state_dict,
+            lookahead=self.device.type == "cuda",
+        )
 
     def next_batch(self) -> Any:
         try:
@@ -185,6 +211,21 @@ class TrainBench:
         return total
 
 
+def count_syncs(bench: TrainBench, steps: int) -> int:
+    """Host-device synchronisations torch reports during `steps` training steps (want: 0)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                bench.t.acc += bench.t.train_step(bench.next_batch())
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
 def peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -203,16 +244,22 @@ def eval_bench(trainer: Any, halt_early: bool) -> dict[str, float]:
     sync(trainer.device)
     seconds = time.perf_counter() - t0
     n = min(trainer.test_split.num_examples, max_batches * trainer.eval_B)
-    return {"samples_per_s": n / seconds, "seconds": seconds, "examples": n,
-            "exact_accuracy": metrics.get("eval/exact_accuracy", math.nan), "steps": metrics.get("eval/steps")}
+    return {
+        "samples_per_s": n / seconds,
+        "seconds": seconds,
+        "examples": n,
+        "exact_accuracy": metrics.get("eval/exact_accuracy", math.nan),
+        "steps": metrics.get("eval/steps"),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     p.add_argument("config", help="a trainer config, e.g. trm/configs/sudoku.yaml")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=0, help="global batch (default: the config's)")
@@ -236,20 +283,38 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return args, overrides
 
 
-def make_config(args: argparse.Namespace, overrides: list[str], data: Path, root: Path, name: str,
-                fast: bool) -> C.Config:
+def make_config(
+    args: argparse.Namespace, overrides: list[str], data: Path, root: Path, name: str, fast: bool
+) -> C.Config:
     B = args.batch or C.load_config(args.config, overrides).train.global_batch_size
     eval_B = args.eval_batch or B
-    keys = [f"data.data_paths=[{data}]", "data.data_paths_test=[]", f"train.global_batch_size={B}",
-            f"eval.global_batch_size={eval_B}", f"eval.max_batches={max(1, args.eval_batches)}",
-            f"run.root={root}", f"run.name={name}", "log.progress=false", "log.wandb=off", "train.resume=false",
-            f"train.device={args.device}", "eval.evaluators=[]", "train.max_steps=0"]
+    keys = [
+        f"data.data_paths=[{data}]",
+        "data.data_paths_test=[]",
+        f"train.global_batch_size={B}",
+        f"eval.global_batch_size={eval_B}",
+        f"eval.max_batches={max(1, args.eval_batches)}",
+        f"run.root={root}",
+        f"run.name={name}",
+        "log.progress=false",
+        "log.wandb=off",
+        "train.resume=false",
+        f"train.device={args.device}",
+        "eval.evaluators=[]",
+        "train.max_steps=0",
+    ]
     if fast:
-        keys += [f"train.compile={args.compile}", f"train.cuda_graphs={args.cuda_graphs}",
-                 f"arch.forward_dtype={args.dtype}"]
+        keys += [
+            f"train.compile={args.compile}",
+            f"train.cuda_graphs={args.cuda_graphs}",
+            f"arch.forward_dtype={args.dtype}",
+        ]
     else:  # the eager path: no compile; float32 on CPU, the asked dtype on a GPU
-        keys += ["train.compile=false", "train.cuda_graphs=false",
-                 f"arch.forward_dtype={'float32' if args.device == 'cpu' else args.dtype}"]
+        keys += [
+            "train.compile=false",
+            "train.cuda_graphs=false",
+            f"arch.forward_dtype={'float32' if args.device == 'cpu' else args.dtype}",
+        ]
     return C.load_config(args.config, [*overrides, *keys])
 
 
@@ -268,22 +333,42 @@ def main(argv: list[str] | None = None) -> int:
             data, synthetic = data_path, False
         else:
             vocab, seq_len, num_ids = _shape_for(str(data_path))
-            data = synthetic_dataset(tmp_path / "data", vocab, seq_len, num_ids, num_train=max(4 * B, 64),
-                                     num_test=max(args.eval_batches, 1) * eval_B)
+            data = synthetic_dataset(
+                tmp_path / "data",
+                vocab,
+                seq_len,
+                num_ids,
+                num_train=max(4 * B, 64),
+                num_test=max(args.eval_batches, 1) * eval_B,
+            )
             synthetic = True
         fast = build_trainer(make_config(args, overrides, data, tmp_path / "runs", "fast", True), args.device)
         device = fast.device
         meta = fast.train_split.meta
         dtype = str(fast.dtype).removeprefix("torch.")
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        print(f"bench {args.config} on {name} ({torch.get_num_threads()} threads)" if device.type == "cpu"
-              else f"bench {args.config} on {name}")
-        print(f"  data: {data} ({'synthetic, same shape as the real set' if synthetic else 'real'}): vocab "
-              f"{meta.vocab_size}, seq_len {meta.seq_len}, {meta.num_puzzle_identifiers} puzzle ids")
-        print(f"  model: {fast.num_params:,} parameters, {dtype}, compile={args.compile}, "
-              f"cuda_graphs={args.cuda_graphs}, batch {B}, torch {torch.__version__}")
-        out.update(device_name=name, dtype=dtype, batch=B, params=fast.num_params, synthetic_data=synthetic,
-                   compile=args.compile, cuda_graphs=args.cuda_graphs)
+        print(
+            f"bench {args.config} on {name} ({torch.get_num_threads()} threads)"
+            if device.type == "cpu"
+            else f"bench {args.config} on {name}"
+        )
+        print(
+            f"  data: {data} ({'synthetic, same shape as the real set' if synthetic else 'real'}): vocab "
+            f"{meta.vocab_size}, seq_len {meta.seq_len}, {meta.num_puzzle_identifiers} puzzle ids"
+        )
+        print(
+            f"  model: {fast.num_params:,} parameters, {dtype}, compile={args.compile}, "
+            f"cuda_graphs={args.cuda_graphs}, batch {B}, torch {torch.__version__}"
+        )
+        out.update(
+            device_name=name,
+            dtype=dtype,
+            batch=B,
+            params=fast.num_params,
+            synthetic_data=synthetic,
+            compile=args.compile,
+            cuda_graphs=args.cuda_graphs,
+        )
 
         err = correctness(fast, device)
         print("  correctness vs eager float32 (relative error): " + ", ".join(f"{k} {v:.2e}" for k, v in err.items()))
@@ -296,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  warm-up: {args.warmup} steps in {time.perf_counter() - t0:.1f} s (includes compilation)")
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+            out["syncs_in_3_steps"] = count_syncs(bench, 3)
+            print(
+                f"  host-device syncs inside 3 training steps: {out['syncs_in_3_steps']} "
+                "(torch.cuda.set_sync_debug_mode)"
+            )
 
         eager_bench = None
         if args.compare_eager:
@@ -323,8 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         train["peak_memory_gb"] = peak_memory_gb(device)
         flops = step_flops(fast.cfg.arch, meta.vocab_size, seq)
         train["model_tflop_per_step"] = flops["train_step"] * B / 1e12
-        print(f"  train: {sps:,.1f} samples/s, {sps * seq:,.0f} tokens/s, {train['ms_per_step']:.1f} ms/step "
-              f"({args.steps} steps, no sync inside)")
+        print(
+            f"  train: {sps:,.1f} samples/s, {sps * seq:,.0f} tokens/s, {train['ms_per_step']:.1f} ms/step "
+            f"({args.steps} steps, no sync inside)"
+        )
         print("  train phases (ms/step, synced after each): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
         mem_what = "GPU max allocated" if device.type == "cuda" else "process peak RSS"
         print(f"  peak memory: {train['peak_memory_gb']:.2f} GiB ({mem_what})")
@@ -334,11 +426,14 @@ def main(argv: list[str] | None = None) -> int:
             train["achieved_tflops"] = achieved
             if peak:
                 train["mfu"] = achieved / peak
-                print(f"  MFU: {100 * achieved / peak:.1f}% ({achieved:.1f} of {peak:.0f} TFLOP/s peak {dtype}; "
-                      f"{train['model_tflop_per_step']:.2f} TFLOP/step counted from the architecture, matmuls only)")
+                print(
+                    f"  MFU: {100 * achieved / peak:.1f}% ({achieved:.1f} of {peak:.0f} TFLOP/s peak {dtype}; "
+                    f"{train['model_tflop_per_step']:.2f} TFLOP/step counted from the architecture, matmuls only)"
+                )
             else:
-                print(f"  MFU: unknown peak for '{name}' in {dtype}; {achieved:.1f} TFLOP/s achieved "
-                      "(pass --peak-tflops)")
+                print(
+                    f"  MFU: unknown peak for '{name}' in {dtype}; {achieved:.1f} TFLOP/s achieved (pass --peak-tflops)"
+                )
         out["train"] = train
 
         if args.eval_batches:
@@ -349,20 +444,27 @@ def main(argv: list[str] | None = None) -> int:
             ev["exact_accuracy_difference"] = b["exact_accuracy"] - a["exact_accuracy"]
             ev["sudoku_extreme_test_minutes"] = SUDOKU_EXTREME_TEST / a["samples_per_s"] / 60
             ev["sudoku_extreme_test_minutes_halt_early"] = SUDOKU_EXTREME_TEST / b["samples_per_s"] / 60
-            print(f"  eval (batch {eval_B}, {a['examples']} examples, EMA weights): {a['samples_per_s']:,.1f} "
-                  f"samples/s all {fast.cfg.arch.halt_max_steps} steps; {b['samples_per_s']:,.1f} samples/s with "
-                  f"halt_early (mean steps {b['steps']:.2f}); exact accuracy {a['exact_accuracy']:.4f} vs "
-                  f"{b['exact_accuracy']:.4f} (difference {ev['exact_accuracy_difference']:+.4f})")
+            print(
+                f"  eval (batch {eval_B}, {a['examples']} examples, EMA weights): {a['samples_per_s']:,.1f} "
+                f"samples/s all {fast.cfg.arch.halt_max_steps} steps; {b['samples_per_s']:,.1f} samples/s with "
+                f"halt_early (mean steps {b['steps']:.2f}); exact accuracy {a['exact_accuracy']:.4f} vs "
+                f"{b['exact_accuracy']:.4f} (difference {ev['exact_accuracy_difference']:+.4f})"
+            )
             if "sudoku" in str(data_path) and "4x4" not in str(data_path):
-                print(f"  Sudoku-Extreme test set ({SUDOKU_EXTREME_TEST:,} puzzles) at this speed: "
-                      f"{ev['sudoku_extreme_test_minutes']:.1f} min ({ev['sudoku_extreme_test_minutes_halt_early']:.1f}"
-                      " min with halt_early)")
+                print(
+                    f"  Sudoku-Extreme test set ({SUDOKU_EXTREME_TEST:,} puzzles) at this speed: "
+                    f"{ev['sudoku_extreme_test_minutes']:.1f} min ({ev['sudoku_extreme_test_minutes_halt_early']:.1f}"
+                    " min with halt_early)"
+                )
             out["eval"] = ev
 
         if eager_bench is not None:
             eager_sps = args.steps * B / eager_s
-            out["eager"] = {"samples_per_s": eager_sps, "ms_per_step": 1000 * eager_s / args.steps,
-                            "median_ms_per_step": 1000 * float(np.median(eager_times))}
+            out["eager"] = {
+                "samples_per_s": eager_sps,
+                "ms_per_step": 1000 * eager_s / args.steps,
+                "median_ms_per_step": 1000 * float(np.median(eager_times)),
+            }
             out["train"]["median_ms_per_step"] = 1000 * float(np.median(fast_times))
             out["speedup_vs_eager_mean"] = sps / eager_sps
             out["speedup_vs_eager"] = float(np.median(eager_times) / np.median(fast_times))
@@ -376,11 +478,15 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1, default=float) + "\n")
     if eager_bench is not None:
-        print(f"  eager path (train.compile=false, {'float32' if args.device == 'cpu' else args.dtype}): "
-              f"{out['eager']['samples_per_s']:,.1f} samples/s, {out['eager']['ms_per_step']:.1f} ms/step, "
-              "alternating step by step with the fast path in this process")
-        print(f"  median ms/step: fast {out['train']['median_ms_per_step']:.1f}, eager "
-              f"{out['eager']['median_ms_per_step']:.1f}; ratio of the means {out['speedup_vs_eager_mean']:.2f}x")
+        print(
+            f"  eager path (train.compile=false, {'float32' if args.device == 'cpu' else args.dtype}): "
+            f"{out['eager']['samples_per_s']:,.1f} samples/s, {out['eager']['ms_per_step']:.1f} ms/step, "
+            "alternating step by step with the fast path in this process"
+        )
+        print(
+            f"  median ms/step: fast {out['train']['median_ms_per_step']:.1f}, eager "
+            f"{out['eager']['median_ms_per_step']:.1f}; ratio of the means {out['speedup_vs_eager_mean']:.2f}x"
+        )
         print(f"speedup vs eager: {out['speedup_vs_eager']:.2f}x")
     return 0
 

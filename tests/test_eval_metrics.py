@@ -21,8 +21,17 @@ from trm.train.losses import stablemax_cross_entropy
 def trained(sudoku4: Path, tmp_path_factory: pytest.TempPathFactory) -> Trainer:
     """A tiny model trained for 20 steps (so that the Q-head and the accuracies are not at their init)."""
     root = tmp_path_factory.mktemp("runs")
-    cfg = load_config("trm/configs/quickstart.yaml", [*TINY, f"data_paths=[{sudoku4}]", f"run.root={root}",
-                                                      "+run_name=evalm", "train.max_steps=20", "optim.lr=3e-3"])
+    cfg = load_config(
+        "trm/configs/quickstart.yaml",
+        [
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={root}",
+            "+run_name=evalm",
+            "train.max_steps=20",
+            "optim.lr=3e-3",
+        ],
+    )
     trainer = Trainer(cfg, dist.init("cpu"))
     assert trainer.fit() == 0
     return trainer
@@ -72,10 +81,19 @@ def test_eval_losses_are_each_examples_final_step_losses(trained):
 
 def test_intermediate_evals_use_the_subset_and_the_last_one_the_whole_split(sudoku4, tmp_path):
     """eval.max_batches=1 of 16: the evaluation at step 5 sees 16 puzzles, the final one all 64."""
-    cfg = load_config("trm/configs/quickstart.yaml", [*TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}",
-                                                      "+run_name=subset", "eval.max_batches=1",
-                                                      "eval.save_predictions=1000", "train.epochs=10",
-                                                      "eval.eval_interval=5"])
+    cfg = load_config(
+        "trm/configs/quickstart.yaml",
+        [
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={tmp_path}",
+            "+run_name=subset",
+            "eval.max_batches=1",
+            "eval.save_predictions=1000",
+            "train.epochs=10",
+            "eval.eval_interval=5",
+        ],
+    )
     trainer = Trainer(cfg, dist.init("cpu"))
     assert trainer.fit() == 0
     run = tmp_path / "subset"

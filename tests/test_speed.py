@@ -19,7 +19,6 @@ from trm.data.format import read_split
 from trm.data.iterator import TrainIterator
 from trm.model.puzzle_emb import sum_per_slot
 from trm.model.trm import resolve_dtype
-from trm.train.entry import main
 from trm.train.prefetch import Prefetcher
 
 
@@ -29,10 +28,25 @@ def _train_losses(run_dir: Path) -> list[float]:
 
 
 def _train(sudoku4: Path, root: Path, name: str, *extra: str, env: dict[str, str] | None = None):
-    args = ["trm/configs/quickstart.yaml", *TINY, f"data_paths=[{sudoku4}]", f"run.root={root}", f"+run_name={name}",
-            "train.max_steps=6", "log.log_interval=1", "train.seed=3", *extra]
-    return subprocess.run([sys.executable, "-m", "trm.train", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=900)
+    args = [
+        "trm/configs/quickstart.yaml",
+        *TINY,
+        f"data_paths=[{sudoku4}]",
+        f"run.root={root}",
+        f"+run_name={name}",
+        "train.max_steps=6",
+        "log.log_interval=1",
+        "train.seed=3",
+        *extra,
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "trm.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=900,
+    )
 
 
 def test_compiled_recursion_trains_like_eager_and_a_failed_compile_falls_back_loudly(sudoku4, tmp_path):
@@ -91,9 +105,16 @@ def test_sync_free_sparse_sum_equals_the_unique_index_add():
     assert all(torch.equal(per_slot[k], first[int(ids[k])]) for k in range(64))  # duplicates write one value
 
 
-@pytest.mark.parametrize("capability,expected", [((7, 0), torch.float32), ((7, 5), torch.float32),
-                                                 ((8, 0), torch.bfloat16), ((8, 9), torch.bfloat16),
-                                                 ((9, 0), torch.bfloat16)])
+@pytest.mark.parametrize(
+    "capability,expected",
+    [
+        ((7, 0), torch.float32),
+        ((7, 5), torch.float32),
+        ((8, 0), torch.bfloat16),
+        ((8, 9), torch.bfloat16),
+        ((9, 0), torch.bfloat16),
+    ],
+)
 def test_auto_dtype_is_bf16_only_where_the_gpu_runs_it_natively(capability, expected):
     assert resolve_dtype("auto", torch.device("cuda"), capability) == expected
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
@@ -123,15 +144,40 @@ def test_training_path_and_bench_run_without_submitit_or_wandb(sudoku4, tmp_path
     res = subprocess.run([sys.executable, "-c", "import submitit"], capture_output=True, text=True, env=env)
     assert "blocked for this test" in res.stderr  # the blocker works
     out = tmp_path / "bench.json"
-    res = subprocess.run([sys.executable, "bench/train_speed.py", "trm/configs/quickstart.yaml", "--device", "cpu",
-                          "--steps", "2", "--warmup", "1", "--eval-batches", "1", "--compare-eager", "--json",
-                          str(out), *TINY, f"data_paths=[{sudoku4}]"],
-                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "bench/train_speed.py",
+            "trm/configs/quickstart.yaml",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--eval-batches",
+            "1",
+            "--compare-eager",
+            "--json",
+            str(out),
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.strip().splitlines()
     assert lines[-1].startswith("speedup vs eager: ") and lines[-1].endswith("x")
     figures = json.loads(out.read_text())
     assert figures["correctness_rel_err"]["logits"] < 1e-5
     assert figures["train"]["samples_per_s"] > 0 and set(figures["train"]["phases_ms"]) == {
-        "data", "forward", "backward", "optimizer"}
+        "data",
+        "forward",
+        "backward",
+        "optimizer",
+    }
     assert np.isfinite(figures["eval"]["exact_accuracy_difference"])

@@ -34,9 +34,11 @@ class _CompiledOrEager:
                     raise  # not a compiler problem: eager would fail the same way
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
                 self.failed = f"{type(e).__name__}: {first}"
-                self.warn(f"warning: train.compile=true but torch.compile failed ({self.failed}); "
-                          "running the recursion eagerly (same results, slower). Set train.compile=false "
-                          "to silence this.")
+                self.warn(
+                    f"warning: train.compile=true but torch.compile failed ({self.failed}); "
+                    "running the recursion eagerly (same results, slower). Set train.compile=false "
+                    "to silence this."
+                )
         return self.eager(*args, **kwargs)
 
 

@@ -30,8 +30,8 @@ from trm.train.compiled import compile_recursion
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
 from trm.train.losses import METRIC_KEYS, act_loss, halted_loss_sums
 from trm.train.optim import EMA, AdamATan2, lr_at
-from trm.train.prefetch import Prefetcher
 from trm.train.preempt import EXIT_REQUEUE, StopWatch
+from trm.train.prefetch import Prefetcher
 from trm.train.runlog import RunDir, RunDirError, make_logger
 
 

@@ -27,8 +27,9 @@ def _pin(batch: Batch) -> Batch:
 
 
 class Prefetcher:
-    def __init__(self, batches: Iterator[Batch], device: torch.device, state_fn: Callable[[], Any],
-                 lookahead: bool) -> None:
+    def __init__(
+        self, batches: Iterator[Batch], device: torch.device, state_fn: Callable[[], Any], lookahead: bool
+    ) -> None:
         self.batches = batches
         self.device = device
         self.state_fn = state_fn
