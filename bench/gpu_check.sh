@@ -21,7 +21,7 @@ start=$(date +%s)
 say() { echo "[gpu_check +$(( $(date +%s) - start ))s] $*" | tee -a "$OUT/summary.txt"; }
 
 say "1. environment"
-timeout 60 "$PY" - <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+timeout 30 "$PY" - <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
 import sys, torch
 import trm.train.loop, trm.model.trm  # the training path
 from trm.model.trm import resolve_dtype
@@ -35,7 +35,7 @@ else:
     print("no CUDA device")
 PY
 
-BUDGET=${BUDGET:-450}  # seconds for the whole script: later steps get what is left
+BUDGET=${BUDGET:-470}  # seconds for the whole script: later steps get what is left
 if [ "${DRY:-0}" = 1 ]; then DEV=cpu; else DEV=cuda; fi
 
 bench() {  # name, time limit, config, args...
@@ -56,9 +56,9 @@ bench() {  # name, time limit, config, args...
   return $rc
 }
 
-bench sudoku_mlp 160 trm/configs/sudoku.yaml --batch 768 --steps 20 --warmup 3 --compile --compare-eager \
+bench sudoku_mlp 150 trm/configs/sudoku.yaml --batch 768 --steps 20 --warmup 3 --compile --compare-eager \
   --eval-batches 4
-bench maze_att 160 trm/configs/maze.yaml --batch 768 --steps 8 --warmup 2 --compile --compare-eager --eval-batches 2
+bench maze_att 210 trm/configs/maze.yaml --batch 768 --steps 8 --warmup 2 --compile --compare-eager --eval-batches 1
 if [ $? -eq 3 ]; then  # out of memory at 768
   bench maze_att_384 120 trm/configs/maze.yaml --batch 384 --steps 8 --warmup 2 --compile --compare-eager \
     --eval-batches 2

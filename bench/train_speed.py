@@ -232,12 +232,15 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux: the process's peak RSS
 
 
-def eval_bench(trainer: Any, halt_early: bool) -> dict[str, float]:
+def eval_bench(trainer: Any, halt_early: bool, warmup: bool) -> dict[str, float]:
     trainer.cfg.eval.halt_early = halt_early
-    max_batches = trainer.cfg.eval.max_batches
-    trainer.cfg.eval.max_batches = 1
-    trainer.evaluate()  # warm-up (compiles the eval graph when compiling)
-    trainer.cfg.eval.max_batches = max_batches
+    if warmup:  # compiles the eval graph, outside the timing
+        max_batches, steps = trainer.cfg.eval.max_batches, trainer.cfg.arch.halt_max_steps
+        trainer.cfg.eval.max_batches, trainer.cfg.arch.halt_max_steps = 1, 1
+        try:
+            trainer.evaluate()
+        finally:
+            trainer.cfg.eval.max_batches, trainer.cfg.arch.halt_max_steps = max_batches, steps
     sync(trainer.device)
     t0 = time.perf_counter()
     metrics = trainer.evaluate()
@@ -439,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.eval_batches:
             ev = {}
             for halt_early in (False, True):
-                ev["halt_early" if halt_early else "all_steps"] = eval_bench(fast, halt_early)
+                warm = args.compile and not halt_early
+                ev["halt_early" if halt_early else "all_steps"] = eval_bench(fast, halt_early, warm)
             a, b = ev["all_steps"], ev["halt_early"]
             ev["exact_accuracy_difference"] = b["exact_accuracy"] - a["exact_accuracy"]
             ev["sudoku_extreme_test_minutes"] = SUDOKU_EXTREME_TEST / a["samples_per_s"] / 60
