@@ -77,12 +77,14 @@ def bench(name: str, batch: int, work: Path) -> None:
     newest = ckpt.latest(t.run_dir.checkpoints)
     size = du(newest)
 
+    t.close()  # one trainer per run directory: free it for the resuming one
     t1 = time.perf_counter()
     t2 = Trainer(load_config(cfg_path, over), env)  # resume=auto finds the checkpoint
     with_resume = time.perf_counter() - t1
+    t2.close()
     shutil.rmtree(t.run_dir.path)
     t1 = time.perf_counter()
-    Trainer(load_config(cfg_path, over), env)
+    Trainer(load_config(cfg_path, over), env).close()
     fresh = time.perf_counter() - t1
     assert t2.step == 1002
     print(f"{name:>6}: {t.num_params / 1e6:.2f}M params, batch {batch}, carry {tuple(t.carry.z_H.shape)} x2 "

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from waits import limit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,8 @@ def run_trainer(args: list[str], cwd: Path | None = None, env: dict[str, str] | 
                str(ROOT / "tools" / "train.py"), *args]
     else:
         cmd = [sys.executable, str(ROOT / "tools" / "train.py"), *args]
-    return subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=limit(timeout))
 
 
 def free_port() -> int:
@@ -101,6 +103,6 @@ def launch_ranks(args: list[str], nproc: int, env: dict[str, str] | None = None)
 def wait_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str]]:
     out = []
     for p in procs:
-        text, _ = p.communicate(timeout=timeout)
+        text, _ = p.communicate(timeout=limit(timeout))
         out.append((p.returncode, text))
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from slurm_cluster import LocalSlurm, slurm_installed
+from waits import limit
 
 REPO = Path(__file__).resolve().parents[1]
 SHIMS = Path(__file__).resolve().parent / "lsf_shims"
@@ -105,14 +106,15 @@ def lsf_shims(
 
 
 def wait_for(what: str, probe: Callable[[], object], timeout: float = 120, every: float = 0.5) -> object:
-    """Poll `probe` until it returns something truthy; fail the test with `what` after `timeout`."""
-    end = time.monotonic() + timeout
+    """Poll `probe` until it returns something truthy; fail the test with `what` after `timeout` seconds
+    times TRM_TEST_SLOWDOWN (tests/waits.py: a busy machine is slow, not wrong)."""
+    end = time.monotonic() + limit(timeout)
     while time.monotonic() < end:
         value = probe()
         if value:
             return value
         time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    pytest.fail(f"timed out after {limit(timeout):.0f} s waiting for {what}")
 
 
 def has_checkpoint(run_dir: Path) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from test_collect import write_run  # tests/ is on sys.path under pytest's default import mode
+from waits import limit, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from trm.hpc.collect import RunEntry, SweepEntry, append_shared, collect_sweep
 
 worker, rounds, shared, tmp = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+(tmp / f"ready-{worker}").touch()
 while not (tmp / "go").exists():
     time.sleep(0.005)
 for i in range(rounds):
@@ -38,10 +39,11 @@ def test_concurrent_appends_lose_no_row(tmp_path: Path) -> None:
     workers, rounds = 4, 15
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(w), str(rounds), str(shared), str(tmp_path)],
                               cwd=REPO, stderr=subprocess.PIPE, text=True) for w in range(workers)]
-    time.sleep(0.5)  # let every worker import and wait, so their appends overlap
+    # every worker imported and waits, so their appends overlap (however slow the machine)
+    wait_for("the workers to start", lambda: all((tmp_path / f"ready-{w}").exists() for w in range(workers)))
     (tmp_path / "go").touch()
     for proc in procs:
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=limit(120))
         assert proc.returncode == 0, err
     rows = read_rows(shared)
     # Without the lock, two read-modify-writes that overlap keep only one side's rows.

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY, launch_ranks, run_trainer, wait_all
+from waits import limit
 
 from trm.train import checkpoint as ckpt
 from trm.train.preempt import EXIT_REQUEUE
@@ -76,7 +77,7 @@ def _kill_at_step(args: list[str], nproc: int, step: int) -> None:
     for p in procs:
         p.send_signal(signal.SIGKILL)
     for p in procs:
-        p.wait(timeout=60)
+        p.wait(timeout=limit(60))
         assert p.returncode == -signal.SIGKILL
 
 

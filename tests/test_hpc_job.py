@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from submitit.core.utils import DelayedSubmission, JobPaths
+from waits import wait_for
 
 from trm.config import to_yaml
 from trm.hpc.backends import make_executor
@@ -111,10 +111,8 @@ def test_local_executor_preemption_restarts_and_resumes(tmp_path: Path, repo_sud
     executor = make_executor(LOCAL, tmp_path / "logs", Resources(cpus_per_task=1, time="10"), REPO, "s.a")
     job = executor.submit(TrainJob(run.run_dir))
     log = run.run_dir / "train.log"
-    end = time.monotonic() + 180
-    while not any((run.run_dir / "checkpoints").glob("*/COMPLETE")):  # a checkpoint to resume from
-        assert time.monotonic() < end, "no checkpoint within 3 minutes"
-        time.sleep(0.2)
+    wait_for("a checkpoint to resume from", lambda: any((run.run_dir / "checkpoints").glob("*/COMPLETE")),
+             timeout=180)
     tasks = _children(int(job.job_id))  # the controller's task: bash exec'd into python
     assert len(tasks) == 1
     os.kill(tasks[0], signal.SIGUSR2)  # what the scheduler's warning would send

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from waits import limit
 
 from trm.hpc.jobs_file import parse_jobs_text
 from trm.hpc.queue import QueueRunner
@@ -33,7 +34,7 @@ def test_three_runners_run_every_line_exactly_once(tmp_path: Path) -> None:
     runners = [
         subprocess.Popen([*QUEUE, str(jobs), "--gpu", str(k)], stdout=subprocess.DEVNULL) for k in range(3)
     ]
-    assert [r.wait(timeout=120) for r in runners] == [0, 0, 0]
+    assert [r.wait(timeout=limit(120)) for r in runners] == [0, 0, 0]
     assert sorted(int(x) for x in (tmp_path / "out.txt").read_text().split()) == list(range(12))
     assert [j.state for j in parse_jobs_text(jobs.read_text())] == ["done"] * 12
     assert jobs.read_text().startswith("# twelve lines\n[x] echo 0 >> out.txt")

@@ -15,6 +15,14 @@ def main(paths: list[str]) -> int:
     if not paths:
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    if any(p in ("-h", "--help") for p in paths):
+        print(__doc__.strip())
+        return 0
+    options = [p for p in paths if p.startswith("-")]
+    if options:
+        print(f"check_data: error: unknown option {options[0]}; usage: tools/check_data.py DATASET_FOLDER [...]",
+              file=sys.stderr)
+        return 2
     bad = 0
     for path in paths:
         problems = validate_dataset(path)

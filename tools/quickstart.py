@@ -22,6 +22,9 @@ DATA = "data/sudoku-4x4"
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())  # and nothing else: no data built, no run started
+        return 0
     os.chdir(ROOT)
     if not any(a.lstrip("+").startswith(("data_paths=", "data.data_paths=")) for a in argv) \
             and not (ROOT / DATA / "test" / "dataset.json").exists():

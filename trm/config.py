@@ -388,9 +388,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); "
+                              "save it as UTF-8 YAML") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(raw).__name__}")
         flat.update(_normalise(_flatten(raw), str(path)))
@@ -398,7 +401,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         flat.update(_normalise(_flatten(base), "config"))
     cli = _normalise(parse_overrides(overrides or []), "command line")
     flat.update(cli)
-    return _build(Config, flat, "", set(cli))
+    cfg = _build(Config, flat, "", set(cli))
+    from trm.config_checks import check_ranges  # beside this module: the ranges of every value
+
+    check_ranges(cfg)
+    return cfg
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

@@ -8,6 +8,7 @@ puzzles (one example each). Test: one puzzle per maze, never transformed.
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +57,18 @@ def _read(path: Path) -> PuzzleTable:
     # the side is implied by the first data row; every row must then have side^2 cells
     cells = 900
     if path.is_file():
-        with path.open() as f:
-            f.readline()
-            row = f.readline().split(",")
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.reader(f)
+                next(reader, None)
+                row = next(reader, None) or []
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise BuildError(f"{path}: line 2: cannot be read as UTF-8 CSV ({e})") from None
         cells = len(row[1]) if len(row) == 4 else cells
     side = round(cells ** 0.5)
-    if side * side != cells:
-        raise BuildError(f"{path}: line 2: question has {cells} characters, expected a square maze "
-                         f"(e.g. 900 = 30x30)")
+    if cells < 4 or side * side != cells:
+        raise BuildError(f"{path}: line 2: question has {cells} characters, expected a square maze of at least "
+                         f"2x2 cells (e.g. 900 = 30x30)")
     return read_puzzle_csv(path, cells, QUESTION_CHARS, maze.TOKEN_CHARS)
 
 

@@ -113,23 +113,30 @@ def add_sudoku4x4_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+# Every minimal 4x4 puzzle with a unique solution (none of its givens can go), counted exactly over all
+# 288 grids x 2^16 sets of givens (tests/test_tool_inputs.py recounts it). The generator reaches each.
+NUM_MINIMAL_4X4 = 85_632
+
+
 def _distinct_minimal_4x4(num: int, rng: np.random.Generator,
-                          exclude: set[bytes]) -> tuple[np.ndarray, np.ndarray, int]:
+                          exclude: set[bytes], what: str = "puzzles") -> tuple[np.ndarray, np.ndarray, int]:
     seen: set[bytes] = set()
     ps, ss, hits = [], [], 0
     have = 0
-    for _attempt in range(200):
-        if have >= num:
-            break
-        p, s = sudoku.minimal_puzzles_4x4(max(2 * (num - have), 64), rng)
-        keep, hit = _distinct_rows(p, s, exclude, seen)
-        hits += hit
-        keep = keep[: num - have]
-        ps.append(p[keep])
-        ss.append(s[keep])
-        have += len(keep)
-    else:
-        raise BuildError(f"could not find {num} distinct minimal 4x4 puzzles (only {have}); ask for fewer")
+    with progress(f"distinct minimal 4x4 {what}", total=num) as bar:
+        for _attempt in range(200):
+            if have >= num:
+                break
+            p, s = sudoku.minimal_puzzles_4x4(max(2 * (num - have), 64), rng)
+            keep, hit = _distinct_rows(p, s, exclude, seen)
+            hits += hit
+            keep = keep[: num - have]
+            ps.append(p[keep])
+            ss.append(s[keep])
+            have += len(keep)
+            bar.update(len(keep))
+        else:
+            raise BuildError(f"could not find {num} distinct minimal 4x4 puzzles (only {have}); ask for fewer")
     return np.concatenate(ps), np.concatenate(ss), hits
 
 
@@ -139,9 +146,16 @@ def build_sudoku4x4(args: argparse.Namespace) -> Built:
             raise BuildError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.num_aug < 0:
         raise BuildError(f"--num-aug must be >= 0, got {args.num_aug}")
+    # Collecting the last distinct puzzles gets slow (each draw is random): refuse asks near the total.
+    limit = int(0.9 * NUM_MINIMAL_4X4)
+    if args.num_train + args.num_test > limit:
+        raise BuildError(
+            f"--num-train {args.num_train} + --num-test {args.num_test} = {args.num_train + args.num_test} distinct "
+            f"puzzles asked, but only {NUM_MINIMAL_4X4:,} distinct minimal 4x4 puzzles exist (at most {limit:,} are "
+            f"drawn in reasonable time); ask for fewer and use --num-aug for more training examples")
     rng = np.random.default_rng(args.seed)
-    test_p, test_s, _ = _distinct_minimal_4x4(args.num_test, rng, set())
-    train_p, train_s, clashes = _distinct_minimal_4x4(args.num_train, rng, set(row_keys(test_p)))
+    test_p, test_s, _ = _distinct_minimal_4x4(args.num_test, rng, set(), "test puzzles")
+    train_p, train_s, clashes = _distinct_minimal_4x4(args.num_train, rng, set(row_keys(test_p)), "train puzzles")
     train_p, train_s = subsample(train_p, train_s, args.subsample_size, rng, "generated train")
     built = assemble(train_p, train_s, test_p, test_s, box=2, num_aug=args.num_aug, rng=rng)
     built.report.insert(0, f"generated minimal 4x4 puzzles with unique solutions; {clashes} generated train "

@@ -50,7 +50,20 @@ def read_puzzle_csv(path: Path, cells: int, question_chars: dict[str, int],
     answers: list[str] = []
     ratings: list[float] = []
     lines: list[int] = []
-    with path.open(newline="") as f:
+    try:
+        _read_rows(path, cells, questions, answers, ratings, lines)
+    except (UnicodeDecodeError, csv.Error) as e:
+        where = f"line {len(lines) + 2} or after" if isinstance(e, UnicodeDecodeError) else "a row"
+        raise BuildError(f"{path}: {where}: cannot be read as UTF-8 CSV ({e}); save the file as UTF-8 with the "
+                         f"columns {','.join(HEADERS[0])}") from None
+    if not questions:
+        raise BuildError(f"{path}: no puzzle rows after the header")
+    return _tokenise(path, cells, questions, answers, ratings, lines, question_chars, answer_chars)
+
+
+def _read_rows(path: Path, cells: int, questions: list[str], answers: list[str], ratings: list[float],
+               lines: list[int]) -> None:
+    with path.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or tuple(h.strip().lower() for h in header) not in HEADERS:
@@ -75,8 +88,10 @@ def read_puzzle_csv(path: Path, cells: int, question_chars: dict[str, int],
             questions.append(q)
             answers.append(a)
             lines.append(line)
-    if not questions:
-        raise BuildError(f"{path}: no puzzle rows after the header")
+
+
+def _tokenise(path: Path, cells: int, questions: list[str], answers: list[str], ratings: list[float],
+              lines: list[int], question_chars: dict[str, int], answer_chars: dict[str, int]) -> PuzzleTable:
     line_arr = np.array(lines, dtype=np.int64)
     out = []
     for name, texts, chars in (("question", questions, question_chars), ("answer", answers, answer_chars)):

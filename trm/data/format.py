@@ -51,8 +51,8 @@ class Metadata:
         except FileNotFoundError:
             raise DatasetError(f"{path}: missing (is this a dataset folder? build one with tools/build_data.py)") \
                 from None
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DatasetError(f"{path}: not valid UTF-8 JSON ({e})") from None
         names = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -223,8 +223,8 @@ def validate_dataset(root: str | Path) -> list[str]:
             names = json.loads(ident.read_text())
             if not isinstance(names, list):
                 problems.append(f"{ident}: expected a JSON list of names")
-        except json.JSONDecodeError as e:
-            problems.append(f"{ident}: not valid JSON ({e})")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            problems.append(f"{ident}: not valid UTF-8 JSON ({e})")
     return problems
 
 

@@ -303,7 +303,9 @@ def save_png(kind: str, examples: list[Example], path: Path, encoding: str = "ac
         axes[i, 0].set_ylabel(ex.title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
+    if path.suffix.lower() != ".png":
+        path = path.with_name(path.name + ".png")  # what matplotlib would write; the caller names this path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,18 @@ def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     if args.path.suffix == ".npz":
         if not args.path.is_file():
             raise DatasetError(f"{args.path}: predictions file not found")
-        with np.load(args.path) as z:
-            missing = [k for k in ("inputs", "labels", "preds") if k not in z.files]
-            if missing:
-                raise DatasetError(f"{args.path}: missing arrays {missing} (expected inputs, labels, preds)")
-            arrays = {k: np.asarray(z[k]).astype(np.int64) for k in z.files}
+        if not zipfile.is_zipfile(args.path):
+            raise DatasetError(f"{args.path}: not an .npz file (an .npz is a zip archive of .npy arrays); expected "
+                               f"the file a run writes to predictions/step-N.npz")
+        try:
+            with np.load(args.path, allow_pickle=False) as z:
+                missing = [k for k in ("inputs", "labels", "preds") if k not in z.files]
+                if missing:
+                    raise DatasetError(f"{args.path}: missing arrays {missing} (expected inputs, labels, preds)")
+                arrays = {k: np.asarray(z[k]).astype(np.int64) for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as e:
+            raise DatasetError(f"{args.path}: not a readable predictions .npz ({type(e).__name__}: {e}); expected "
+                               f"the file a run writes to predictions/step-N.npz") from None
         if not arrays["inputs"].shape == arrays["labels"].shape == arrays["preds"].shape:
             shapes = {k: arrays[k].shape for k in ("inputs", "labels", "preds")}
             raise DatasetError(f"{args.path}: arrays must share one shape (N, seq_len), got {shapes}")
@@ -70,7 +78,12 @@ def _names(data: Path | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.random is not None and args.random < 1:
+        parser.error(f"--random N: N must be at least 1, got {args.random}")
+    if args.num < 1:
+        parser.error(f"--num must be at least 1, got {args.num}")
     try:
         inputs, labels, preds, ids, meta, data = _load(args)
     except DatasetError as e:

@@ -1,7 +1,8 @@
 """`jobs.txt`: the seeds' plain queue, one `tools/train.py ...` command a line, with a status box.
 
     [ ] python tools/train.py trm/configs/quickstart.yaml arch.L_layers=1      pending
-    [-] python tools/train.py trm/configs/quickstart.yaml seed=1 [gpu3:4711]   running (owner host:pid)
+    [-] python tools/train.py trm/configs/quickstart.yaml seed=1 [gpu3:4711/4720]   running (runner host:pid,
+                                                                   and the line's process group once started)
     [x] python tools/train.py trm/configs/quickstart.yaml seed=2               done
     [!] python tools/train.py trm/configs/quickstart.yaml seed=3 [exit 1]      failed (exit status)
     # comments and blank lines are kept as they are
@@ -12,8 +13,11 @@ turns them into a sweep (`jobs_sweep`) and marks the submitted lines `[-] ... [s
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import stat
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +41,7 @@ from trm.hpc.spec import (
 BOXES = {" ": "pending", "-": "running", "x": "done", "!": "failed"}
 _BOX_OF = {state: box for box, state in BOXES.items()}
 _LINE = re.compile(r"^\[(?P<box>.)\]\s+(?P<rest>\S.*?)\s*$")
-_OWNER = re.compile(r"\s+\[(?P<owner>[A-Za-z0-9._-]+:\d+)\]$")
+_OWNER = re.compile(r"\s+\[(?P<owner>[A-Za-z0-9._-]+:\d+(?:/\d+)?)\]$")
 _EXIT = re.compile(r"\s+\[exit (?P<code>-?\d+)\]$")
 _TRAIN_SCRIPTS = ("train.py", "trm-train")
 
@@ -77,9 +81,10 @@ def parse_line(text: str, lineno: int, source: str = "jobs.txt") -> JobLine | No
         )
     state, rest = BOXES[m["box"].lower()], m["rest"]
     owner, code = "", None
-    if om := _OWNER.search(rest):
+    # Only the suffix this state carries is ours: a command may itself end in "[a:1]" or "[exit 3]".
+    if state == "running" and (om := _OWNER.search(rest)):
         owner, rest = om["owner"], rest[: om.start()]
-    elif em := _EXIT.search(rest):
+    elif state == "failed" and (em := _EXIT.search(rest)):
         code, rest = int(em["code"]), rest[: em.start()]
     return JobLine(lineno, state, rest.strip(), owner if state == "running" else "", code)
 
@@ -157,7 +162,7 @@ def jobs_sweep(
     root = Path(runs_root if runs_root is not None else (profile.runs_root or "runs")).expanduser().resolve()
     runs: list[RunSpec] = []
     lines: dict[str, JobLine] = {}
-    for job in parse_jobs_text(path.read_text(), str(path)):
+    for job in parse_jobs_text(read_jobs_text(path), str(path)):
         if job.state not in states:
             continue
         where = f"{path}:{job.lineno}"
@@ -201,13 +206,47 @@ def lock_for(path: Path) -> FileLock:
     return FileLock(str(path) + ".lock", timeout=120)
 
 
+def read_jobs_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise JobsFileError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the jobs file as UTF-8"
+        ) from None
+
+
+def write_keeping_mode(path: Path, text: str) -> None:
+    """Replace `path` atomically, keeping its permission bits and group (a shared queue stays shared)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        atomic_write_text(path, text)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.chown(tmp, -1, st.st_gid)
+        except OSError:
+            pass  # not a member of that group: keep ours
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def rewrite(path: Path, edit: Callable[[str], str]) -> None:
     """Read-modify-write `path` under its lock, replacing it atomically."""
     with lock_for(path):
-        text = path.read_text()
+        text = read_jobs_text(path)
         new = edit(text)
         if new != text:
-            atomic_write_text(path, new)
+            write_keeping_mode(path, new)
 
 
 def mark_submitted(path: Path, owners: dict[JobLine, str]) -> None:

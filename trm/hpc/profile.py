@@ -5,6 +5,12 @@
 A profile names the scheduler (slurm, lsf or local), the default queue/partition and the ones that
 exist, the modules to load, the venv to activate, environment variables, a scratch folder and the
 site's limits (array size, warning signal). Users add their cluster by copying one file.
+
+No secret goes through a profile: a variable whose name looks like a credential (KEY, TOKEN,
+SECRET, PASSWORD, ...) may be neither set (`env: {WANDB_API_KEY: ...}`) nor referenced
+(`env: {WB: $WANDB_API_KEY}`, `scratch: /x/$MY_TOKEN`) anywhere in it, since references are
+expanded into the job script. Job scripts and scheduler logs are kept readable by the owner only
+(`group_access: true` lets the group read them too; see `protect_dir`).
 """
 
 from __future__ import annotations
@@ -53,6 +59,15 @@ class Profile:
     max_num_timeout: int = 3  # requeues after hitting the time limit; preemptions are unlimited
     lsf_requeue: Literal["exit_code", "brequeue"] = "exit_code"  # LSF: `-Q 75` + exit 75, or brequeue
     extra_directives: tuple[str, ...] = ()  # raw scheduler options, e.g. "--qos=high" or "-R select[gpu32gb]"
+    group_access: bool = False  # job scripts and logs readable by the group too (never by others)
+
+    @property
+    def file_mode(self) -> int:
+        return 0o640 if self.group_access else 0o600
+
+    @property
+    def dir_mode(self) -> int:
+        return 0o750 if self.group_access else 0o700
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -68,8 +83,22 @@ class Profile:
 _FIELDS = {f.name: f for f in dataclasses.fields(Profile) if f.name not in ("path",)}
 
 
+_VAR_REF = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _refuse_secret_refs(value: str, where: str) -> None:
+    secret = [m for m in _VAR_REF.findall(value) if _SECRET_NAME.search(m)]
+    if secret:
+        raise ProfileError(
+            f"{where}: '{value}' refers to ${secret[0]}, which looks like a credential; a profile's values are "
+            f"written into job scripts, so no secret may go through them. Leave it out: on the node, tools read "
+            f"it from your environment or their own login (e.g. `wandb login` stores the key in ~/.netrc)"
+        )
+
+
 def _expand(value: str, where: str) -> str:
     """Expand ~ and $VARS of the submitting shell; an unset variable is an error, not an empty string."""
+    _refuse_secret_refs(value, where)
     missing = [m for m in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", value) if m not in os.environ]
     if missing:
         raise ProfileError(f"{where}: '{value}' uses ${missing[0]}, which is not set in this shell")
@@ -99,6 +128,8 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
     kw["name"] = str(raw.get("name") or (path.stem if path else scheduler))
     for key in ("queues", "modules", "setup", "extra_directives"):
         kw[key] = _strings(raw.get(key), f"{source}: {key}")
+        for item in kw[key]:
+            _refuse_secret_refs(item, f"{source}: {key}")
     env = raw.get("env") or {}
     if not isinstance(env, dict):
         raise ProfileError(f"{source}: env must be a mapping NAME: value, got {env!r}")
@@ -120,6 +151,7 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
         if key in raw and raw[key] is not None:
             if not isinstance(raw[key], str):
                 raise ProfileError(f"{source}: {key} must be a string, got {raw[key]!r}")
+            _refuse_secret_refs(raw[key], f"{source}: {key}")
             kw[key] = raw[key]
     for key in ("scratch", "runs_root"):
         if raw.get(key):
@@ -132,10 +164,11 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ProfileError(f"{source}: {key} must be an integer >= {low}, got {value!r}")
             kw[key] = value
-    if "mem_per_slot" in raw:
-        if not isinstance(raw["mem_per_slot"], bool):
-            raise ProfileError(f"{source}: mem_per_slot must be true or false, got {raw['mem_per_slot']!r}")
-        kw["mem_per_slot"] = raw["mem_per_slot"]
+    for key in ("mem_per_slot", "group_access"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise ProfileError(f"{source}: {key} must be true or false, got {raw[key]!r}")
+            kw[key] = raw[key]
     choice_keys = (("gpu_directive", ("gpus-per-node", "gres")), ("lsf_requeue", ("exit_code", "brequeue")))
     for key, choices in choice_keys:
         if key in raw:
@@ -148,6 +181,23 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
 
 
 LOCAL = Profile(name="local", scheduler="local", venv="")
+
+
+def protect_dir(path: Path, profile: Profile) -> Path:
+    """Create `path` (if needed) readable by the owner only, or the group as the profile says: the job
+    scripts, scheduler logs and pickles inside are then out of other users' reach whatever their modes."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, profile.dir_mode)
+    return path
+
+
+def write_private(path: Path, text: str, profile: Profile) -> None:
+    """Write a job script atomically with the profile's file mode (never world-readable)."""
+    from trm.data.format import atomic_write_text
+
+    atomic_write_text(path, text)
+    os.chmod(path, profile.file_mode)
 
 
 def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:
@@ -164,9 +214,9 @@ def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:
             f"env/: {', '.join(shipped) or 'none found'}"
         )
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ProfileError(f"profile {path}: not valid YAML: {e}") from None
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ProfileError(f"profile {path}: not valid UTF-8 YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ProfileError(f"profile {path}: expected a mapping of settings, got {type(raw).__name__}")
     return profile_from_dict(raw, f"profile {path}", path)

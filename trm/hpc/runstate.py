@@ -32,7 +32,7 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     """The run's status.json, or {} when it has none (or an unreadable one: a reader retries later)."""
     try:
         data = json.loads((Path(run_dir) / "status.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: also a file that is not UTF-8
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -317,9 +317,9 @@ def load_sweep(
     if not path.is_file():
         raise SpecError(f"sweep spec '{path}' does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{where}: not valid YAML: {e}") from None
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SpecError(f"{where}: not valid UTF-8 YAML: {e}") from None
     raw = _mapping(raw, where)
     _check_keys(raw, SPEC_KEYS, where)
     repo_root = find_repo_root(path.parent)

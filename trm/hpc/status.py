@@ -108,6 +108,19 @@ def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
                 message=message,
             )
         )
+    return _dead_runs_failed(sweep, rows, {name: states.get(job, "") for name, job in live.items()})
+
+
+def _dead_runs_failed(sweep: Sweep, rows: list[RunRow], sched: dict[str, str]) -> list[RunRow]:
+    """A run that says `running` but whose trainer has no heartbeat (killed, node lost, run directory
+    unwritable) and whose job the scheduler does not call alive is failed, with the reason."""
+    from trm.train.runlock import dead_run_message
+
+    for row in rows:
+        if row.state == "running" and sched.get(row.run, "") not in ALIVE:
+            dead = dead_run_message(sweep.run(row.run).run_dir)
+            if dead:
+                row.state, row.message = "failed", dead
     return rows
 
 

@@ -24,6 +24,7 @@ import yaml
 from trm.config import ConfigError, config_diff, config_from_dict, to_yaml
 from trm.data.format import atomic_write_text
 from trm.hpc.job import TrainJob
+from trm.hpc.profile import protect_dir, write_private
 from trm.hpc.render import ScriptRequest, job_python, render_script, submitit_command
 from trm.hpc.runstate import FINISHED, now, read_status, update_status
 from trm.hpc.scheduler import ALIVE, job_states
@@ -159,7 +160,7 @@ def dry_run(
             path = out_dir / (
                 f"{sweep.name}.array{i}.{ext}" if len(groups) > 1 else f"{sweep.name}.array.{ext}"
             )
-            atomic_write_text(path, render_script(req))
+            write_private(path, render_script(req), prof)
             written.append(path)
     else:
         for run in runs:
@@ -174,7 +175,7 @@ def dry_run(
                 sweep=sweep.name,
             )
             path = out_dir / f"{run.name}.{ext}"
-            atomic_write_text(path, render_script(req))
+            write_private(path, render_script(req), prof)
             written.append(path)
     return written
 
@@ -237,7 +238,7 @@ def submit_sweep(
         return result
     if data_check:
         check_datasets(sweep, todo)
-    folder = logs_dir(sweep)
+    folder = protect_dir(logs_dir(sweep), sweep.profile)  # scripts and logs: owner (or group) only
     prof = sweep.profile
     undo = {run.name: _prepare(run, prof.scheduler) for run in todo}
 
@@ -290,7 +291,7 @@ def _run_locally(
     for i, run in enumerate(todo, 1):
         executor = make_executor(
             sweep.profile,
-            logs_dir(sweep),
+            protect_dir(logs_dir(sweep), sweep.profile),
             sweep.resources,
             sweep.repo_root,
             f"{sweep.name}.{run.name}",

@@ -2,22 +2,28 @@
 
     checkpoints/step-00012000/state.pt        model, EMA, optimizers, schedule, step, sampler, config (rank 0)
     checkpoints/step-00012000/rank-00003.pt   that rank's ACT carry and RNG states (every rank)
-    checkpoints/step-00012000/COMPLETE        written last; a folder without it does not count
+    checkpoints/step-00012000/COMPLETE        written last; a folder without it does not count; holds the
+                                              size and SHA-256 of every file, checked before loading
 
 Every rank writes its file into `.partial-step-N/` and then a `rank-K.done` marker; rank 0 waits
 for all markers, fsyncs, renames the folder to `step-N`, writes COMPLETE and prunes old ones. The
 snapshot (a CPU copy of what the next step would change in place) is taken on the training thread;
 the writing can run on a background thread, so a save stalls training only for the copy.
-A process killed at any point leaves either a complete checkpoint or one that `latest` skips.
+A process killed at any point leaves either a complete checkpoint or one that `latest` skips. A
+complete one damaged later (truncated, overwritten) fails its checksums; resuming then warns, names
+the folder, and falls back to the next older complete checkpoint (`load_with_fallback`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,49 @@ def _touch_synced(path: Path, text: str = "") -> None:
         os.fsync(f.fileno())
 
 
+class CheckpointDamaged(RuntimeError):
+    """A checkpoint marked complete whose files do not match the marker, or cannot be loaded."""
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+            size += len(block)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
+def _marker_text(step: int, folder: Path) -> str:
+    files = {p.name: _digest(p) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix == ".pt"}
+    return json.dumps({"step": step, "files": files}, indent=1) + "\n"
+
+
+def verify(path: Path, full: bool = True) -> str | None:
+    """None when every file the marker lists is there with its size (and, with `full`, its SHA-256);
+    else what is wrong. A marker of an older version (just the step) only needs state.pt to exist."""
+    try:
+        text = (path / MARKER).read_text()
+    except OSError as e:
+        return f"cannot read {MARKER}: {e.strerror}"
+    try:
+        files = json.loads(text)["files"]
+    except (ValueError, KeyError, TypeError):
+        return None if (path / "state.pt").is_file() else "state.pt is missing"
+    for name, want in files.items():
+        f = path / name
+        try:
+            size = f.stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if size != want["size"]:
+            return f"{name} has {size} bytes, {want['size']} were written"
+        if full and _digest(f)["sha256"] != want["sha256"]:
+            return f"{name} does not match its SHA-256 (changed after it was written)"
+    return None
+
+
 def to_cpu(obj: Any, clone: bool) -> Any:
     """A CPU copy of every tensor in a nested structure (cloned when it may change in place later)."""
     if isinstance(obj, torch.Tensor):
@@ -84,9 +133,10 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path, bool]]:
     return sorted(out)
 
 
-def latest(root: Path, warn: bool = True) -> Path | None:
-    """The newest complete checkpoint; torn ones (no COMPLETE) are named in a warning and skipped."""
-    found = list_checkpoints(root)
+def latest(root: Path, warn: bool = True, below: int | None = None) -> Path | None:
+    """The newest complete checkpoint (older than step `below` if given); torn ones (no COMPLETE) are
+    named in a warning and skipped."""
+    found = [c for c in list_checkpoints(root) if below is None or c[0] < below]
     torn = [d.name for _, d, ok in found if not ok]
     torn += [d.name for d in root.glob(".partial-*")] if root.is_dir() else []
     if torn and warn:
@@ -96,11 +146,43 @@ def latest(root: Path, warn: bool = True) -> Path | None:
 
 
 def load(path: Path, rank: int, device: torch.device) -> tuple[dict, dict | None]:
-    """(main state, this rank's state or None when the checkpoint has no file for this rank)."""
-    main = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    """(main state, this rank's state or None when the checkpoint has no file for this rank).
+    Raises CheckpointDamaged when the files do not match the marker or cannot be read."""
+    problem = verify(path)
+    if problem is not None:
+        raise CheckpointDamaged(f"{path}: {problem}")
     rank_file = path / f"rank-{rank:05d}.pt"
-    rank_state = torch.load(rank_file, map_location="cpu", weights_only=False) if rank_file.is_file() else None
+    try:
+        main = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+        rank_state = torch.load(rank_file, map_location="cpu", weights_only=False) if rank_file.is_file() else None
+    except Exception as e:  # noqa: BLE001 - torch.load raises many kinds on a damaged file; all mean "damaged"
+        raise CheckpointDamaged(f"{path}: cannot be loaded ({type(e).__name__}: {e})") from None
+    if not isinstance(main, dict) or "step" not in main:
+        raise CheckpointDamaged(f"{path}: state.pt does not hold a training state")
     return main, rank_state
+
+
+def load_with_fallback(path: Path, root: Path, rank: int, device: torch.device, fallback: bool,
+                       say: Callable[[str], None] | None = None) -> tuple[Path, dict, dict | None]:
+    """Load `path`; when it is damaged and `fallback` is on, warn (through `say`) naming it and try the
+    next older complete checkpoint in `root`, until one loads. Raises CheckpointDamaged when none does."""
+    damaged: list[str] = []
+    current: Path | None = path
+    while current is not None:
+        try:
+            main, rank_state = load(current, rank, device)
+        except CheckpointDamaged as e:
+            if not fallback:
+                raise
+            damaged.append(str(e))
+            step = current.name[len(PREFIX):]
+            current = latest(root, warn=False, below=int(step)) if step.isdigit() else None
+            if say is not None:
+                say(f"warning: damaged checkpoint skipped: {e}; "
+                    f"{'falling back to ' + str(current) if current else 'no older complete one is left'}")
+            continue
+        return current, main, rank_state
+    raise CheckpointDamaged("no complete checkpoint could be loaded: " + "; ".join(damaged))
 
 
 class CheckpointWriter:
@@ -161,12 +243,13 @@ class CheckpointWriter:
                 time.sleep(0.05)
         for r in range(self.world_size):
             (partial / f"rank-{r:05d}.done").unlink()
+        marker = _marker_text(step, partial)  # sizes and checksums of what was just written
         _fsync_dir(partial)
         if final.exists():  # a stale folder of the same step from an earlier attempt: replace it
             shutil.rmtree(final)
         os.replace(partial, final)
         _fsync_dir(self.root)
-        _touch_synced(final / MARKER, f"{step}\n")
+        _touch_synced(final / MARKER, marker)
         _fsync_dir(final)
         self._prune(step)
 

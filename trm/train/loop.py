@@ -26,6 +26,7 @@ from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
 from trm.data.iterator import Batch, TrainIterator, eval_batches
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
 from trm.train import checkpoint as ckpt
+from trm.train import guards, runlock
 from trm.train.compiled import compile_recursion
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
 from trm.train.losses import METRIC_KEYS, act_loss, halted_loss_sums
@@ -92,6 +93,8 @@ class Trainer:
                                 f"({env.world_size})")
         self.dtype = resolve_dtype(cfg.arch.forward_dtype, self.device)
 
+        guards.check_fits_memory(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
+                          self.local_B, self.device)  # before allocating: an absurd size must not take the machine
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         self.model = TRM(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
                          self.local_B, self.dtype).to(self.device)
@@ -139,6 +142,20 @@ class Trainer:
         self.last_eval_step = -1
         self.name = run_name(cfg)
         self.run_dir = RunDir(Path(cfg.run.root) / self.name)
+        self.run_lock = runlock.acquire_run_lock(self.run_dir.path, env)  # one trainer per run directory
+        try:
+            self._init_run_state(cfg, env)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Free the run directory for the next trainer (fit() does it when it returns)."""
+        if getattr(self, "run_lock", None) is not None:
+            self.run_lock.release()
+
+    def _init_run_state(self, cfg: C.Config, env: DistEnv) -> None:
+        tc = cfg.train
         self.acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
         self.acc_steps = 0
         self.writer = ckpt.CheckpointWriter(self.run_dir.checkpoints, tc.keep_checkpoints, env.rank, env.world_size,
@@ -208,7 +225,12 @@ class Trainer:
                 if self.ema:
                     self.ema = EMA(self.params, self.cfg.train.ema_rate)
             return
-        main, rank_state = ckpt.load(path, self.env.rank, self.device)
+        try:
+            path, main, rank_state = ckpt.load_with_fallback(path, self.run_dir.checkpoints, self.env.rank,
+                                                             self.device, self.cfg.train.resume in ("auto", "true"),
+                                                             say=self.say)
+        except ckpt.CheckpointDamaged as e:
+            raise ResumeError(f"{e}. Move the damaged folders away to start over, or resume from a copy") from None
         if main["config_hash"] != C.config_hash(self.cfg) and not self.cfg.train.resume_ignore_config_change:
             diff = C.config_diff(C.config_from_dict(main["config"]), self.cfg)
             raise ResumeError(f"checkpoint {path} was written with a different config ({'; '.join(diff)}); "
@@ -518,13 +540,38 @@ class Trainer:
             self._write_summary("done")
             self.say(f"finished at step {self.step} in {self._elapsed():.1f} s; summary in {self.run_dir.summary_path}")
             return 0
-        except BaseException:
-            self._write_summary("failed")
+        except guards.NonFiniteLoss as e:
+            self._record_failure(e)
+            if env.is_main:
+                guards.print_error(e)
+            return guards.EXIT_FAILED
+        except BaseException as e:
+            self._record_failure(e)
+            unwritable = _disk_error(e)
+            if unwritable is not None:
+                newest = ckpt.latest(self.run_dir.checkpoints, warn=False)
+                raise RunDirError(
+                    f"the run directory {self.run_dir.path} can no longer be written ({unwritable}); the run stopped "
+                    f"at step {self.step}. The newest complete checkpoint is {newest or 'none'}; make the folder "
+                    f"writable (or free space) and start the same command again to resume (train.resume=auto)"
+                ) from None
             raise
         finally:
             bar.close()
             watch.restore()
             self.logger.finish()
+            self.close()
+
+    def _record_failure(self, error: BaseException) -> None:
+        """State `failed` with the reason in summary.json; an unwritable run dir leaves the heartbeat to tell."""
+        if not self.env.is_main:
+            return
+        summary = dict(self._summary("failed"), message=f"{type(error).__name__}: {error}")
+        try:
+            self.run_dir.write_summary(summary)
+            self.run_dir.append_log(f"failed at step {self.step}: {summary['message']}")
+        except OSError as e:
+            tqdm.write(f"error: cannot record the failure in {self.run_dir.path} either ({e.strerror})")
 
     def _log_train(self, seconds: float, bar: tqdm) -> None:
         num_steps = self.acc_steps
@@ -532,6 +579,7 @@ class Trainer:
         self.acc.zero_()
         self.acc_steps = 0
         metrics["train/samples_per_s"] = num_steps * self.B / max(seconds, 1e-9)
+        guards.check_finite_loss(metrics["train/loss"], self.step, self._lr)  # every rank: all stop together
         if not self.env.is_main:
             return
         record = {"event": "train", "step": self.step, "epoch": self.iterator.epoch(), "time_s": self._elapsed(),
@@ -546,6 +594,18 @@ class Trainer:
                  f"steps {metrics['train/steps']:.2f} halted/step {metrics['train/halted']:.1f} | "
                  f"lr {metrics['train/lr']:.2e} | {metrics['train/samples_per_s']:.0f} samples/s")
         self._write_summary("running")
+
+
+def _disk_error(error: BaseException) -> str | None:
+    """'Permission denied: path' when `error` (or the error behind a failed checkpoint write) is a
+    filesystem refusal; None for anything else."""
+    import errno
+
+    for e in (error, error.__cause__):
+        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                                                  errno.EDQUOT, errno.ENOENT):
+            return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror)
+    return None
 
 
 def _isatty() -> bool:

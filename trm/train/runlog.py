@@ -55,7 +55,7 @@ class RunDir:
         if self.config_path.exists():
             try:
                 old = config_from_dict(yaml.safe_load(self.config_path.read_text()) or {})
-            except (ConfigError, yaml.YAMLError) as e:
+            except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as e:
                 raise RunDirError(f"{self.config_path}: cannot be read back ({e}); move it away or fix it") from None
             diff = config_diff(old, cfg)
             if diff and not allow_change:
@@ -77,7 +77,7 @@ class RunDir:
         try:
             data = json.loads(self.summary_path.read_text())
             return data if isinstance(data, dict) else {}
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             return {}
 
     def write_summary(self, summary: dict[str, Any]) -> None:

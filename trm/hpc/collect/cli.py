@@ -89,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from trm.config import ConfigError
 
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file; --out names the folder the results go to (default: results)",
+              file=sys.stderr)
+        return 2
+    if args.append is not None and args.append.is_dir():
+        print(f"error: --append {args.append} is a folder; --append names the shared CSV file to merge into",
+              file=sys.stderr)
+        return 2
     try:
         results = collect(args.inputs, args.runs_root, args.baseline, args.metric)
         for result in results:
@@ -110,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.append}: {added} rows added, {replaced} rows of the same runs replaced")
     except (CollectError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write the results: {e.strerror}: {e.filename}", file=sys.stderr)
         return 2
     if args.wandb:
         synced, errors = sync_wandb(results)

@@ -113,6 +113,7 @@ def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult,
             not (row.run_dir / "config.yaml").exists():
         row.problems.append("no config.yaml: depth and overrides unknown")
     _set_state(row, files)
+    _check_heartbeat(row, files)
     _set_progress(row, files)
     _set_eval_metrics(row, files)
     return row, config
@@ -141,6 +142,20 @@ def _set_state(row: RunResult, files: RunFiles) -> None:
         row.attempts = _typed(summary, "attempts", int, "summary.json", row.problems)
     row.updated_at = _typed(status, "updated_at", str, "status.json", row.problems) or \
         _typed(summary, "updated_at", str, "summary.json", row.problems)
+
+
+def _check_heartbeat(row: RunResult, files: RunFiles) -> None:
+    """A run that says `running` whose trainer is gone (no heartbeat: killed, node lost, run directory
+    unwritable) is dead: failed when only the trainer spoke, flagged when the cluster layer did; and a
+    trainer's own reason for failing (e.g. a NaN loss) is shown."""
+    from trm.train.runlock import dead_run_message
+
+    if row.state == "running" and (dead := dead_run_message(row.run_dir)):
+        row.state = "failed" if not (files.status or {}).get("state") else row.state
+        row.problems.append(dead)
+    summary = files.summary or {}
+    if row.state == "failed" and summary.get("state") == "failed" and isinstance(summary.get("message"), str):
+        row.problems.append(f"trainer: {summary['message']}")
 
 
 def _set_progress(row: RunResult, files: RunFiles) -> None:

@@ -63,7 +63,15 @@ def append_shared(path: Path, results: list[SweepResult], timeout_s: float = 60.
 def _read_shared(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     if not path.exists():
         return [], []
-    with path.open(newline="") as f:
+    try:
+        return _parse_shared(path)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise CollectError(f"{path}: cannot be read as a UTF-8 CSV ({e}); refusing to rewrite it (fix or move it, "
+                           f"or choose another file)") from None
+
+
+def _parse_shared(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         if "run_dir" not in header:
