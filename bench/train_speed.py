@@ -234,8 +234,8 @@ def peak_memory_gb(device: torch.device) -> float:
 
 def eval_bench(trainer: Any, halt_early: bool, warmup: bool) -> dict[str, float]:
     trainer.cfg.eval.halt_early = halt_early
+    max_batches, steps = trainer.cfg.eval.max_batches, trainer.cfg.arch.halt_max_steps
     if warmup:  # compiles the eval graph, outside the timing
-        max_batches, steps = trainer.cfg.eval.max_batches, trainer.cfg.arch.halt_max_steps
         trainer.cfg.eval.max_batches, trainer.cfg.arch.halt_max_steps = 1, 1
         try:
             trainer.evaluate()
