@@ -39,17 +39,38 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TINY = [
-    "arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2",
-    "arch.halt_max_steps=3", "arch.puzzle_emb_ndim=32", "arch.puzzle_emb_len=1", "arch.pos_encodings=learned",
-    "train.global_batch_size=16", "eval.max_batches=2", "optim.lr=1e-3", "optim.lr_warmup_steps=5",
-    "train.ema=true", "train.ema_rate=0.9", "log.log_interval=1", "log.progress=false",
+    "arch.hidden_size=32",
+    "arch.num_heads=2",
+    "arch.L_layers=1",
+    "arch.H_cycles=2",
+    "arch.L_cycles=2",
+    "arch.halt_max_steps=3",
+    "arch.puzzle_emb_ndim=32",
+    "arch.puzzle_emb_len=1",
+    "arch.pos_encodings=learned",
+    "train.global_batch_size=16",
+    "eval.max_batches=2",
+    "optim.lr=1e-3",
+    "optim.lr_warmup_steps=5",
+    "train.ema=true",
+    "train.ema_rate=0.9",
+    "log.log_interval=1",
+    "log.progress=false",
 ]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def train_args(data: Path, root: Path, name: str, *extra: str) -> list[str]:
-    return [PY, str(ROOT / "tools/train.py"), "trm/configs/quickstart.yaml", *TINY, f"data_paths=[{data}]",
-            f"run.root={root}", f"+run_name={name}", *extra]
+    return [
+        PY,
+        str(ROOT / "tools/train.py"),
+        "trm/configs/quickstart.yaml",
+        *TINY,
+        f"data_paths=[{data}]",
+        f"run.root={root}",
+        f"+run_name={name}",
+        *extra,
+    ]
 
 
 def run(cmd: list[str], timeout: float = 1800) -> subprocess.CompletedProcess:
@@ -85,8 +106,13 @@ def compare(ref: Path, got: Path) -> tuple[bool, int]:
 
 
 def fault_kills(data: Path, root: Path, kills: int, rng: random.Random, steps: int) -> dict:
-    extra = [f"train.max_steps={steps}", "train.epochs=100", "eval.eval_interval=50",
-             "train.checkpoint_every_steps=1", "train.keep_checkpoints=2"]
+    extra = [
+        f"train.max_steps={steps}",
+        "train.epochs=100",
+        "eval.eval_interval=50",
+        "train.checkpoint_every_steps=1",
+        "train.keep_checkpoints=2",
+    ]
     res = run(train_args(data, root, "straight", *extra))
     assert res.returncode == 0, res.stderr[-2000:]
     cmd = train_args(data, root, "killed", *extra)
@@ -120,8 +146,13 @@ def fault_kills(data: Path, root: Path, kills: int, rng: random.Random, steps: i
 
 
 def fault_damaged(data: Path, root: Path, steps: int) -> dict:
-    extra = [f"train.max_steps={steps}", "train.epochs=100", "eval.eval_interval=50",
-             "train.checkpoint_every_steps=5", "train.keep_checkpoints=3"]
+    extra = [
+        f"train.max_steps={steps}",
+        "train.epochs=100",
+        "eval.eval_interval=50",
+        "train.checkpoint_every_steps=5",
+        "train.keep_checkpoints=3",
+    ]
     assert run(train_args(data, root, "ref", *extra)).returncode == 0
     half = [f"train.max_steps={steps // 2}", *extra[1:]]
     assert run(train_args(data, root, "damaged", *half)).returncode == 0
@@ -133,9 +164,14 @@ def fault_damaged(data: Path, root: Path, steps: int) -> dict:
     res = run(train_args(data, root, "damaged", *extra))
     out = res.stdout + res.stderr
     same, lost = compare(root / "ref", root / "damaged")
-    return {"damaged": newest.name, "named_in_warning": f"damaged checkpoint skipped: {newest}" in out,
-            "exit_code": res.returncode, "traceback": "Traceback" in out, "bit_identical": same,
-            "metric_lines_lost": lost}
+    return {
+        "damaged": newest.name,
+        "named_in_warning": f"damaged checkpoint skipped: {newest}" in out,
+        "exit_code": res.returncode,
+        "traceback": "Traceback" in out,
+        "bit_identical": same,
+        "metric_lines_lost": lost,
+    }
 
 
 def fault_two(data: Path, root: Path) -> dict:
@@ -149,9 +185,12 @@ def fault_two(data: Path, root: Path) -> dict:
         first.wait(timeout=1800)
     events = [json.loads(line) for line in (root / "two" / "metrics.jsonl").read_text().splitlines()]
     steps = [e["step"] for e in events if e["event"] == "train"]
-    return {"second_refused": second.returncode == 2 and "in use by another trainer" in second.stderr,
-            "first_exit": first.returncode, "metric_lines": len(events),
-            "duplicate_or_backward_steps": sum(1 for a, b in zip(steps, steps[1:]) if b <= a)}
+    return {
+        "second_refused": second.returncode == 2 and "in use by another trainer" in second.stderr,
+        "first_exit": first.returncode,
+        "metric_lines": len(events),
+        "duplicate_or_backward_steps": sum(1 for a, b in zip(steps, steps[1:]) if b <= a),
+    }
 
 
 def fault_readonly(data: Path) -> dict:
@@ -166,8 +205,9 @@ def fault_readonly(data: Path) -> dict:
             os.chmod(Path(d) / f, 0o644)
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
     cmd = [*prefix, *train_args(tmp / "data", tmp / "runs", "ro", "train.epochs=2000", "eval.eval_interval=2000")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**ENV, "HOME": str(tmp)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**ENV, "HOME": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     run_dir = tmp / "runs" / "ro"
     try:
         while not (run_dir / "metrics.jsonl").exists() and proc.poll() is None:
@@ -177,8 +217,12 @@ def fault_readonly(data: Path) -> dict:
                 os.chmod(Path(d) / f, 0o444)
             os.chmod(d, 0o555)
         _, err = proc.communicate(timeout=1800)
-        return {"exit_code": proc.returncode, "clear_message": "can no longer be written" in err,
-                "traceback": "Traceback" in err, "heartbeat_says_dead": bool(dead_run_message(run_dir))}
+        return {
+            "exit_code": proc.returncode,
+            "clear_message": "can no longer be written" in err,
+            "traceback": "Traceback" in err,
+            "heartbeat_says_dead": bool(dead_run_message(run_dir)),
+        }
     finally:
         for d, _, _ in os.walk(tmp):
             os.chmod(d, 0o777)
@@ -200,16 +244,22 @@ def fault_queue(root: Path, rng: random.Random, lines: int = 8) -> dict:
     q.mkdir()
     (q / "work.py").write_text(WORK)
     tails = ["; true", " | cat", " && true"]
-    (q / "jobs.txt").write_text("".join(f"[ ] {PY} work.py {i} {rng.uniform(0.5, 2.0):.2f}{tails[i % 3]}\n"
-                                        for i in range(lines)))
+    (q / "jobs.txt").write_text(
+        "".join(f"[ ] {PY} work.py {i} {rng.uniform(0.5, 2.0):.2f}{tails[i % 3]}\n" for i in range(lines))
+    )
     killed = 0
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
         jobs = parse_jobs_text((q / "jobs.txt").read_text())
         if all(j.state == "done" for j in jobs):
             break
-        runner = subprocess.Popen([PY, str(ROOT / "tools/queue.py"), "jobs.txt"], cwd=q, env=ENV,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        runner = subprocess.Popen(
+            [PY, str(ROOT / "tools/queue.py"), "jobs.txt"],
+            cwd=q,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             runner.wait(timeout=rng.uniform(0.5, 2.5))
         except subprocess.TimeoutExpired:
@@ -219,10 +269,13 @@ def fault_queue(root: Path, rng: random.Random, lines: int = 8) -> dict:
         time.sleep(0.2)
     starts = (q / "starts.txt").read_text().split()
     ends = (q / "ends.txt").read_text().split()
-    return {"lines": lines, "runners_SIGKILLed": killed,
-            "lines_started_twice": sum(1 for i in set(starts) if starts.count(i) > 1),
-            "lines_never_finished": sum(1 for i in range(lines) if str(i) not in ends),
-            "all_marked_done": all(j.state == "done" for j in parse_jobs_text((q / "jobs.txt").read_text()))}
+    return {
+        "lines": lines,
+        "runners_SIGKILLed": killed,
+        "lines_started_twice": sum(1 for i in set(starts) if starts.count(i) > 1),
+        "lines_never_finished": sum(1 for i in range(lines) if str(i) not in ends),
+        "all_marked_done": all(j.state == "done" for j in parse_jobs_text((q / "jobs.txt").read_text())),
+    }
 
 
 def fault_collect(data: Path, root: Path) -> dict:
@@ -231,8 +284,15 @@ def fault_collect(data: Path, root: Path) -> dict:
     from trm.hpc.collect import RunEntry, SweepEntry, collect_sweep
 
     logging.getLogger("trm.hpc.collect").setLevel(logging.ERROR)  # "no eval metric yet" while it trains
-    cmd = train_args(data, root / "live", "r", "train.epochs=200", "eval.eval_interval=20", "train.max_steps=600",
-                     "train.checkpoint_every_steps=10")
+    cmd = train_args(
+        data,
+        root / "live",
+        "r",
+        "train.epochs=200",
+        "eval.eval_interval=20",
+        "train.max_steps=600",
+        "train.checkpoint_every_steps=10",
+    )
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reads = errors = 0
     problems: set[str] = set()
@@ -246,8 +306,13 @@ def fault_collect(data: Path, root: Path) -> dict:
             problems.add(f"{type(e).__name__}: {e}")
         time.sleep(0.01)
     final = collect_sweep(SweepEntry("live", root / "live", [RunEntry("r", root / "live" / "r")])).rows[0]
-    return {"reads_while_training": reads, "errors": errors, "problems_seen": sorted(problems)[:3],
-            "final_state": final.state, "final_step": final.step}
+    return {
+        "reads_while_training": reads,
+        "errors": errors,
+        "problems_seen": sorted(problems)[:3],
+        "final_state": final.state,
+        "final_step": final.step,
+    }
 
 
 def main() -> int:
@@ -263,8 +328,21 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     data = root / "sudoku4"
     if not (data / "test" / "dataset.json").exists():
-        res = run([PY, str(ROOT / "tools/build_data.py"), "sudoku4x4", "--out", str(data), "--num-train", "200",
-                   "--num-test", "64", "--num-aug", "5"])
+        res = run(
+            [
+                PY,
+                str(ROOT / "tools/build_data.py"),
+                "sudoku4x4",
+                "--out",
+                str(data),
+                "--num-train",
+                "200",
+                "--num-test",
+                "64",
+                "--num-aug",
+                "5",
+            ]
+        )
         assert res.returncode == 0, res.stderr
         # one puzzle id per group, so the sparse puzzle embedding (and its optimizer) is exercised too
         import numpy as np
@@ -291,11 +369,17 @@ def main() -> int:
             continue
         t0 = time.monotonic()
         figures = fn()
-        good = (figures.get("bit_identical", True) and not figures.get("metric_lines_lost", 0)
-                and not figures.get("traceback", False) and not figures.get("lines_started_twice", 0)
-                and not figures.get("lines_never_finished", 0) and not figures.get("errors", 0)
-                and figures.get("second_refused", True) and figures.get("heartbeat_says_dead", True)
-                and not figures.get("duplicate_or_backward_steps", 0))
+        good = (
+            figures.get("bit_identical", True)
+            and not figures.get("metric_lines_lost", 0)
+            and not figures.get("traceback", False)
+            and not figures.get("lines_started_twice", 0)
+            and not figures.get("lines_never_finished", 0)
+            and not figures.get("errors", 0)
+            and figures.get("second_refused", True)
+            and figures.get("heartbeat_says_dead", True)
+            and not figures.get("duplicate_or_backward_steps", 0)
+        )
         ok &= bool(good)
         shown = ", ".join(f"{k} {v}" for k, v in figures.items())
         print(f"{name:9s} {'ok  ' if good else 'LOST'} {time.monotonic() - t0:6.1f} s | {shown}", flush=True)

@@ -14,15 +14,18 @@ from trm.hpc.submit import dry_run
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("field,value,secret", [
-    ("env", {"WB": "$WANDB_API_KEY"}, "WANDB_API_KEY"),
-    ("env", {"WB": "prefix-${HF_TOKEN}-suffix"}, "HF_TOKEN"),
-    ("scratch", "/work3/$WANDB_API_KEY/tmp", "WANDB_API_KEY"),
-    ("runs_root", "/runs/${DB_PASSWORD}", "DB_PASSWORD"),
-    ("setup", ["echo $GITHUB_TOKEN"], "GITHUB_TOKEN"),
-    ("extra_directives", ["--comment=$MY_SECRET"], "MY_SECRET"),
-    ("python", "/x/$AWS_SECRET_ACCESS_KEY/python", "AWS_SECRET_ACCESS_KEY"),
-])
+@pytest.mark.parametrize(
+    "field,value,secret",
+    [
+        ("env", {"WB": "$WANDB_API_KEY"}, "WANDB_API_KEY"),
+        ("env", {"WB": "prefix-${HF_TOKEN}-suffix"}, "HF_TOKEN"),
+        ("scratch", "/work3/$WANDB_API_KEY/tmp", "WANDB_API_KEY"),
+        ("runs_root", "/runs/${DB_PASSWORD}", "DB_PASSWORD"),
+        ("setup", ["echo $GITHUB_TOKEN"], "GITHUB_TOKEN"),
+        ("extra_directives", ["--comment=$MY_SECRET"], "MY_SECRET"),
+        ("python", "/x/$AWS_SECRET_ACCESS_KEY/python", "AWS_SECRET_ACCESS_KEY"),
+    ],
+)
 def test_a_profile_value_that_expands_a_secret_is_refused(field, value, secret, monkeypatch, tmp_path):
     monkeypatch.setenv(secret, "s3cr3t-value")
     with pytest.raises(ProfileError) as err:

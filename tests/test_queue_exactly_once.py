@@ -112,14 +112,17 @@ def test_term_to_the_runner_reaches_every_process_of_the_line(tmp_path: Path) ->
     assert (tmp_path / "got_term").exists()
 
 
-@pytest.mark.parametrize("text,command", [
-    ("[ ] echo hi [foo:12]", "echo hi [foo:12]"),
-    ("[ ] echo hi [exit 3]", "echo hi [exit 3]"),
-    ("[x] echo hi [foo:12]", "echo hi [foo:12]"),
-    ("[x] echo hi [exit 3]", "echo hi [exit 3]"),
-    ("[-] echo hi [foo:12] [vm:1/7]", "echo hi [foo:12]"),
-    ("[!] echo hi [exit 3] [exit 1]", "echo hi [exit 3]"),
-])
+@pytest.mark.parametrize(
+    "text,command",
+    [
+        ("[ ] echo hi [foo:12]", "echo hi [foo:12]"),
+        ("[ ] echo hi [exit 3]", "echo hi [exit 3]"),
+        ("[x] echo hi [foo:12]", "echo hi [foo:12]"),
+        ("[x] echo hi [exit 3]", "echo hi [exit 3]"),
+        ("[-] echo hi [foo:12] [vm:1/7]", "echo hi [foo:12]"),
+        ("[!] echo hi [exit 3] [exit 1]", "echo hi [exit 3]"),
+    ],
+)
 def test_the_parser_keeps_the_command_text_whole(text: str, command: str) -> None:
     job = parse_line(text, 1)
     assert job is not None and job.command == command

@@ -34,29 +34,32 @@ def _fails_cleanly(res: subprocess.CompletedProcess, code: int, *needles: str) -
 # config values
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("eval.eval_interval=0", "eval.eval_interval=0 is not accepted: expected an integer >= 1"),
-    ("log.log_interval=0", "log.log_interval=0 is not accepted: expected an integer >= 1"),
-    ("arch.expansion=0", "arch.expansion=0.0 is not accepted: expected a finite number > 0"),
-    ("eval.global_batch_size=-4", "eval.global_batch_size=-4 is not accepted: expected an integer >= 0"),
-    ("optim.lr=nan", "optim.lr=nan is not accepted: expected a finite number > 0"),
-    ("optim.lr=-1", "optim.lr=-1.0 is not accepted"),
-    ("optim.lr=inf", "optim.lr=inf is not accepted"),
-    ("optim.puzzle_emb_lr=0", "optim.puzzle_emb_lr=0.0 is not accepted"),
-    ("beta1=1.0", "optim.beta1=1.0 is not accepted: expected a finite number in [0, 1)"),
-    ("beta2=-0.1", "optim.beta2=-0.1 is not accepted"),
-    ("train.ema_rate=1", "train.ema_rate=1.0 is not accepted: expected a finite number in [0, 1)"),
-    ("train.max_steps=-1", "train.max_steps=-1 is not accepted: expected an integer >= 0"),
-    ("train.epochs=0", "train.epochs=0 is not accepted"),
-    ("train.signals=[SIGBOGUS]", "train.signals=['SIGBOGUS'] is not accepted: expected a signal name"),
-    ("train.checkpoint_every_minutes=-1", "train.checkpoint_every_minutes=-1.0 is not accepted"),
-    ("arch.halt_exploration_prob=1.5", "arch.halt_exploration_prob"),
-    ("arch.rms_norm_eps=0", "arch.rms_norm_eps=0.0 is not accepted"),
-    ("data.max_train_groups=-1", "data.max_train_groups=-1 is not accepted"),
-    ("run.name=../../..", "run.name='../../..' is not accepted: expected a plain folder name"),
-    ("run.name=a/b", "run.name='a/b' is not accepted"),
-    ("train.epochs=7", "eval.eval_interval=10 is not accepted: expected a divisor of train.epochs (7)"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("eval.eval_interval=0", "eval.eval_interval=0 is not accepted: expected an integer >= 1"),
+        ("log.log_interval=0", "log.log_interval=0 is not accepted: expected an integer >= 1"),
+        ("arch.expansion=0", "arch.expansion=0.0 is not accepted: expected a finite number > 0"),
+        ("eval.global_batch_size=-4", "eval.global_batch_size=-4 is not accepted: expected an integer >= 0"),
+        ("optim.lr=nan", "optim.lr=nan is not accepted: expected a finite number > 0"),
+        ("optim.lr=-1", "optim.lr=-1.0 is not accepted"),
+        ("optim.lr=inf", "optim.lr=inf is not accepted"),
+        ("optim.puzzle_emb_lr=0", "optim.puzzle_emb_lr=0.0 is not accepted"),
+        ("beta1=1.0", "optim.beta1=1.0 is not accepted: expected a finite number in [0, 1)"),
+        ("beta2=-0.1", "optim.beta2=-0.1 is not accepted"),
+        ("train.ema_rate=1", "train.ema_rate=1.0 is not accepted: expected a finite number in [0, 1)"),
+        ("train.max_steps=-1", "train.max_steps=-1 is not accepted: expected an integer >= 0"),
+        ("train.epochs=0", "train.epochs=0 is not accepted"),
+        ("train.signals=[SIGBOGUS]", "train.signals=['SIGBOGUS'] is not accepted: expected a signal name"),
+        ("train.checkpoint_every_minutes=-1", "train.checkpoint_every_minutes=-1.0 is not accepted"),
+        ("arch.halt_exploration_prob=1.5", "arch.halt_exploration_prob"),
+        ("arch.rms_norm_eps=0", "arch.rms_norm_eps=0.0 is not accepted"),
+        ("data.max_train_groups=-1", "data.max_train_groups=-1 is not accepted"),
+        ("run.name=../../..", "run.name='../../..' is not accepted: expected a plain folder name"),
+        ("run.name=a/b", "run.name='a/b' is not accepted"),
+        ("train.epochs=7", "eval.eval_interval=10 is not accepted: expected a divisor of train.epochs (7)"),
+    ],
+)
 def test_every_value_is_checked_with_key_and_range(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(ROOT / "trm/configs/quickstart.yaml", [override])
@@ -72,14 +75,32 @@ def test_bad_values_stop_the_trainer_before_anything_runs(sudoku4: Path, tmp_pat
 
 
 def test_an_absurd_size_is_refused_before_allocating(sudoku4: Path, tmp_path: Path) -> None:
-    res = run_trainer(["trm/configs/quickstart.yaml", *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}",
-                       "arch.hidden_size=1000000000", "arch.num_heads=1"], timeout=300)
+    res = run_trainer(
+        [
+            "trm/configs/quickstart.yaml",
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={tmp_path}",
+            "arch.hidden_size=1000000000",
+            "arch.num_heads=1",
+        ],
+        timeout=300,
+    )
     _fails_cleanly(res, 2, "cannot fit", "arch.hidden_size=1000000000", "nothing was allocated")
 
 
 def test_a_nan_loss_fails_the_run_with_a_message(sudoku4: Path, tmp_path: Path) -> None:
-    res = run_trainer(["trm/configs/quickstart.yaml", *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}",
-                       "+run_name=nan", "optim.lr=1e30", "train.max_steps=10"])
+    res = run_trainer(
+        [
+            "trm/configs/quickstart.yaml",
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={tmp_path}",
+            "+run_name=nan",
+            "optim.lr=1e30",
+            "train.max_steps=10",
+        ]
+    )
     _fails_cleanly(res, 1, "the training loss became nan")
     summary = json.loads((tmp_path / "nan" / "summary.json").read_text())
     assert summary["state"] == "failed" and "loss became nan" in summary["message"]
@@ -92,13 +113,27 @@ def test_a_nan_loss_fails_the_run_with_a_message(sudoku4: Path, tmp_path: Path) 
 
 def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, str(ROOT / "tools" / "train.py"), *args], cwd=ROOT, env=full_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "train.py"), *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_second_trainer_refuses_naming_the_holder_and_a_requeue_takes_over(sudoku4: Path, tmp_path: Path) -> None:
-    args = ["trm/configs/quickstart.yaml", *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}", "+run_name=r",
-            "train.epochs=2000", "eval.eval_interval=2000", "train.checkpoint_every_steps=5"]
+    args = [
+        "trm/configs/quickstart.yaml",
+        *TINY,
+        f"data_paths=[{sudoku4}]",
+        f"run.root={tmp_path}",
+        "+run_name=r",
+        "train.epochs=2000",
+        "eval.eval_interval=2000",
+        "train.checkpoint_every_steps=5",
+    ]
     first = _start(args, {"SLURM_JOB_ID": "4242"})
     run = tmp_path / "r"
     try:
@@ -127,13 +162,13 @@ def test_a_second_trainer_refuses_naming_the_holder_and_a_requeue_takes_over(sud
 def _foreign_marker(run: Path, duration: float, job: str) -> None:
     """A lease left by a trainer on another node (its process cannot be asked; only its age tells)."""
     run.mkdir(parents=True, exist_ok=True)
-    (run / LOCK_NAME).write_text(f"filelock/2\npid=12345\nhost=othernode\nmode=lease\ntoken=ab12\n"
-                                 f"duration={duration!r}\n")
+    (run / LOCK_NAME).write_text(
+        f"filelock/2\npid=12345\nhost=othernode\nmode=lease\ntoken=ab12\nduration={duration!r}\n"
+    )
     (run / HOLDER_NAME).write_text(json.dumps({"host": "othernode", "pid": 12345, "job_id": job}))
 
 
-def test_a_lease_from_another_node_is_taken_over_by_the_same_job_once_it_expires(tmp_path: Path,
-                                                                                   monkeypatch) -> None:
+def test_a_lease_from_another_node_is_taken_over_by_the_same_job_once_it_expires(tmp_path: Path, monkeypatch) -> None:
     run = tmp_path / "r"
     _foreign_marker(run, 2.0, "777")
     monkeypatch.setenv("SLURM_JOB_ID", "888")  # another job: refused at once, naming the holder
@@ -155,8 +190,15 @@ def test_a_lease_from_another_node_is_taken_over_by_the_same_job_once_it_expires
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_a_damaged_complete_checkpoint_falls_back_to_the_next(sudoku4: Path, tmp_path: Path, damage: str) -> None:
-    args = ["trm/configs/quickstart.yaml", *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}", "+run_name=c",
-            "train.checkpoint_every_steps=10", "train.keep_checkpoints=3"]
+    args = [
+        "trm/configs/quickstart.yaml",
+        *TINY,
+        f"data_paths=[{sudoku4}]",
+        f"run.root={tmp_path}",
+        "+run_name=c",
+        "train.checkpoint_every_steps=10",
+        "train.keep_checkpoints=3",
+    ]
     assert run_trainer([*args, "train.max_steps=30"]).returncode == 0
     newest = tmp_path / "c" / "checkpoints" / "step-00000030"
     state = newest / "state.pt"
@@ -204,9 +246,19 @@ def test_an_unwritable_run_dir_ends_with_a_clear_message_and_a_dead_heartbeat(su
         os.chmod(d, 0o777)
         for f in files:
             os.chmod(Path(d) / f, 0o644)
-    cmd = [*_as_other_user(), sys.executable, str(ROOT / "tools" / "train.py"), "trm/configs/quickstart.yaml",
-           *TINY, f"data_paths=[{data}]", f"run.root={root}", "+run_name=ro", "train.epochs=2000",
-           "eval.eval_interval=2000", "log.log_interval=2"]
+    cmd = [
+        *_as_other_user(),
+        sys.executable,
+        str(ROOT / "tools" / "train.py"),
+        "trm/configs/quickstart.yaml",
+        *TINY,
+        f"data_paths=[{data}]",
+        f"run.root={root}",
+        "+run_name=ro",
+        "train.epochs=2000",
+        "eval.eval_interval=2000",
+        "log.log_interval=2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = root / "ro"

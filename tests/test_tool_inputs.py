@@ -17,8 +17,13 @@ BAD = b"\xff\xfe not utf-8 \xc3\x28\n"
 
 
 def tool(name: str, *args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / f"{name}.py"), *map(str, args)], cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / f"{name}.py"), *map(str, args)],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def clean_error(res: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
@@ -44,8 +49,11 @@ def test_a_spec_and_a_profile_that_are_not_utf8(tmp_path: Path) -> None:
     clean_error(tool("submit", spec, "--dry-run", "--out", tmp_path / "o"), "s.yaml", "UTF-8")
     profile = tmp_path / "p.yaml"
     profile.write_bytes(b"scheduler: slurm\n# " + BAD)
-    clean_error(tool("submit", ROOT / "jobs" / "quickstart.yaml", "--profile", profile, "--dry-run", "--out",
-                     tmp_path / "o"), "p.yaml", "UTF-8")
+    clean_error(
+        tool("submit", ROOT / "jobs" / "quickstart.yaml", "--profile", profile, "--dry-run", "--out", tmp_path / "o"),
+        "p.yaml",
+        "UTF-8",
+    )
 
 
 def test_run_files_and_a_shared_results_file_that_are_not_utf8(tmp_path: Path) -> None:
@@ -57,16 +65,18 @@ def test_run_files_and_a_shared_results_file_that_are_not_utf8(tmp_path: Path) -
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     shared = tmp_path / "all.csv"
     shared.write_bytes(b"sweep,run_dir\n" + BAD)
-    clean_error(tool("collect", tmp_path / "runs" / "sw", "--out", tmp_path / "results", "--no-plots",
-                     "--append", shared), "all.csv", "UTF-8")
+    clean_error(
+        tool("collect", tmp_path / "runs" / "sw", "--out", tmp_path / "results", "--no-plots", "--append", shared),
+        "all.csv",
+        "UTF-8",
+    )
     assert shared.read_bytes() == b"sweep,run_dir\n" + BAD  # never rewritten
 
 
 def test_a_csv_that_is_not_utf8(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_bytes(b"source,question,answer,rating\nx," + BAD)
     (tmp_path / "test.csv").write_bytes(b"source,question,answer,rating\n")
-    clean_error(tool("build_data", "sudoku", "--input-csv", tmp_path, "--out", tmp_path / "out"), "train.csv",
-                "UTF-8")
+    clean_error(tool("build_data", "sudoku", "--input-csv", tmp_path, "--out", tmp_path / "out"), "train.csv", "UTF-8")
     clean_error(tool("build_data", "maze", "--input-csv", tmp_path, "--out", tmp_path / "out"), "train.csv", "UTF-8")
 
 
@@ -78,13 +88,16 @@ MAZE_Q = "S #" + " " * 12 + "G"  # a 4x4 maze, row-major
 MAZE_A = "So#" + "o" * 0 + " " * 12 + "G"
 
 
-@pytest.mark.parametrize("row,needle", [
-    ("x,,,1", "question has 0 characters"),
-    ('x,"S  #,G,1', "columns, expected 4"),
-    (f"x,{MAZE_Q},{MAZE_A},not-a-number", "line 2"),
-    (f"x,{MAZE_Q},{MAZE_A[:-1]},1", "line 2: answer has 15 characters"),
-    (f"x,{MAZE_Q.replace('S', 'Q')},{MAZE_A},1", "line 2"),
-])
+@pytest.mark.parametrize(
+    "row,needle",
+    [
+        ("x,,,1", "question has 0 characters"),
+        ('x,"S  #,G,1', "columns, expected 4"),
+        (f"x,{MAZE_Q},{MAZE_A},not-a-number", "line 2"),
+        (f"x,{MAZE_Q},{MAZE_A[:-1]},1", "line 2: answer has 15 characters"),
+        (f"x,{MAZE_Q.replace('S', 'Q')},{MAZE_A},1", "line 2"),
+    ],
+)
 def test_a_malformed_maze_row_names_file_and_line(tmp_path: Path, row: str, needle: str) -> None:
     (tmp_path / "train.csv").write_text(f"source,question,answer,rating\n{row}\n")
     (tmp_path / "test.csv").write_text(f"source,question,answer,rating\nx,{MAZE_Q},{MAZE_A},1\n")
@@ -157,8 +170,11 @@ def test_collect_out_naming_a_file(tmp_path: Path) -> None:
     (tmp_path / "runs" / "sw" / "r1").mkdir(parents=True)
     (tmp_path / "file").write_text("x")
     clean_error(tool("collect", tmp_path / "runs" / "sw", "--out", tmp_path / "file"), "--out", "is a file")
-    clean_error(tool("collect", tmp_path / "runs" / "sw", "--out", tmp_path / "r", "--append", tmp_path),
-                "--append", "is a folder")
+    clean_error(
+        tool("collect", tmp_path / "runs" / "sw", "--out", tmp_path / "r", "--append", tmp_path),
+        "--append",
+        "is a folder",
+    )
     assert (tmp_path / "file").read_text() == "x"
 
 
@@ -180,8 +196,9 @@ def test_quickstart_help_builds_and_trains_nothing() -> None:
     assert _listing(ROOT / "data", ROOT / "runs", ROOT / "runs" / "quickstart") == before
 
 
-@pytest.mark.parametrize("name", ["train", "queue", "submit", "status", "collect", "show", "build_data",
-                                  "check_data", "quickstart"])
+@pytest.mark.parametrize(
+    "name", ["train", "queue", "submit", "status", "collect", "show", "build_data", "check_data", "quickstart"]
+)
 def test_every_tool_answers_help_without_side_effects(name: str, tmp_path: Path) -> None:
     before = _listing(ROOT, ROOT / "data", ROOT / "runs")
     res = tool(name, "--help", cwd=tmp_path, timeout=120)

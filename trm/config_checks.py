@@ -101,8 +101,10 @@ RANGES: dict[str, Range] = {
 def _error(key: str, value: Any, expected: str) -> Exception:
     from trm.config import ConfigError
 
-    return ConfigError(f"{key}={value!r} is not accepted: expected {expected}. Fix it in the config file or "
-                       f"override it on the command line (e.g. {key}=...).")
+    return ConfigError(
+        f"{key}={value!r} is not accepted: expected {expected}. Fix it in the config file or "
+        f"override it on the command line (e.g. {key}=...)."
+    )
 
 
 def check_ranges(cfg: Config) -> None:
@@ -122,12 +124,18 @@ def check_ranges(cfg: Config) -> None:
             known = ", ".join(s for s in ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, s))
             raise _error("train.signals", cfg.train.signals, f"a signal name of this system, e.g. {known}")
     if cfg.train.epochs % cfg.eval.eval_interval:
-        raise _error("eval.eval_interval", cfg.eval.eval_interval,
-                     f"a divisor of train.epochs ({cfg.train.epochs}): evaluations happen between chunks of "
-                     f"that many epochs")
+        raise _error(
+            "eval.eval_interval",
+            cfg.eval.eval_interval,
+            f"a divisor of train.epochs ({cfg.train.epochs}): evaluations happen between chunks of that many epochs",
+        )
     name = cfg.run.name
     if name and not RUN_NAME_RE.match(name):
-        raise _error("run.name", name, "a plain folder name of letters, digits and . _ , = + - (starting with a "
-                     "letter or digit, at most 128 characters, no '/'): the run directory is run.root/<run.name>")
+        raise _error(
+            "run.name",
+            name,
+            "a plain folder name of letters, digits and . _ , = + - (starting with a "
+            "letter or digit, at most 128 characters, no '/'): the run directory is run.root/<run.name>",
+        )
     if not cfg.run.root.strip():
         raise _error("run.root", cfg.run.root, "a folder path (default: runs)")

@@ -56,8 +56,9 @@ def available_bytes(device: torch.device) -> tuple[float, str]:
         return math.inf, "memory (unknown)"
 
 
-def check_fits_memory(arch: ArchConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int, local_batch: int,
-                      device: torch.device) -> None:
+def check_fits_memory(
+    arch: ArchConfig, vocab_size: int, seq_len: int, num_puzzle_ids: int, local_batch: int, device: torch.device
+) -> None:
     need = estimate_bytes(arch, vocab_size, seq_len, num_puzzle_ids, local_batch)
     have, what = available_bytes(device)
     if need > have:
@@ -67,7 +68,8 @@ def check_fits_memory(arch: ArchConfig, vocab_size: int, seq_len: int, num_puzzl
             f"arch.expansion={arch.expansion:g}, arch.L_layers={arch.L_layers}, arch.L_cycles={arch.L_cycles}, "
             f"arch.puzzle_emb_ndim={arch.puzzle_emb_ndim} x {num_puzzle_ids} puzzles, {local_batch} examples of "
             f"{seq_len} tokens per rank) but the {what} is {have / gib:,.1f} GiB. Lower these sizes or the batch "
-            f"size; nothing was allocated.")
+            f"size; nothing was allocated."
+        )
 
 
 def print_error(error: BaseException) -> None:
@@ -79,4 +81,5 @@ def check_finite_loss(loss: float, step: int, lr: float) -> None:
         raise NonFiniteLoss(
             f"the training loss became {loss} at step {step} (learning rate {lr:.3g}); the run stops as failed "
             f"instead of training on. Lower optim.lr, set optim.grad_clip_norm (e.g. 1.0), or resume from an "
-            f"earlier checkpoint (train.resume=PATH).")
+            f"earlier checkpoint (train.resume=PATH)."
+        )

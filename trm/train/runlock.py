@@ -107,8 +107,10 @@ class RunLock:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise RunDirError(f"cannot create the run directory {self.run_dir}: {e.strerror}; choose a writable "
-                              f"run.root or fix its permissions") from None
+            raise RunDirError(
+                f"cannot create the run directory {self.run_dir}: {e.strerror}; choose a writable "
+                f"run.root or fix its permissions"
+            ) from None
         lease = SoftFileLease(str(self.run_dir / LOCK_NAME), lease_duration=self.lease_s, timeout=0)
         try:
             try:
@@ -125,19 +127,31 @@ class RunLock:
                 f"{self.run_dir} is in use by another trainer ({_describe_holder(self.run_dir)}). Two trainers on "
                 f"one run directory would overwrite each other's checkpoints and metrics; wait for it to end, stop "
                 f"it, or choose another run.name. (A trainer that was killed frees the run at once on this host, "
-                f"and after {self.lease_s:g} s without a heartbeat from another host.)") from None
+                f"and after {self.lease_s:g} s without a heartbeat from another host.)"
+            ) from None
         except OSError as e:
-            raise RunDirError(f"cannot take the lock {self.run_dir / LOCK_NAME}: {e.strerror}; is the run "
-                              f"directory writable?") from None
+            raise RunDirError(
+                f"cannot take the lock {self.run_dir / LOCK_NAME}: {e.strerror}; is the run directory writable?"
+            ) from None
         self._lease = lease
         try:
-            atomic_write_text(self.run_dir / HOLDER_NAME, json.dumps(
-                {"host": _host(), "pid": os.getpid(), "job_id": job_id(),
-                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+            atomic_write_text(
+                self.run_dir / HOLDER_NAME,
+                json.dumps(
+                    {
+                        "host": _host(),
+                        "pid": os.getpid(),
+                        "job_id": job_id(),
+                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    }
+                )
+                + "\n",
+            )
         except OSError as e:
             self.release()
-            raise RunDirError(f"cannot write {self.run_dir / HOLDER_NAME}: {e.strerror}; is the run directory "
-                              f"writable?") from None
+            raise RunDirError(
+                f"cannot write {self.run_dir / HOLDER_NAME}: {e.strerror}; is the run directory writable?"
+            ) from None
 
     def release(self) -> None:
         lease, self._lease = self._lease, None
@@ -220,5 +234,7 @@ def dead_run_message(run_dir: Path) -> str:
     if beat.alive is not False:
         return ""
     age = f"{beat.age_s:.0f} s ago" if beat.age_s is not None else "never"
-    return (f"the trainer ({beat.holder}) is gone without recording an end (last heartbeat {age}); "
-            f"see the run's train.log, resume with train.resume=auto")
+    return (
+        f"the trainer ({beat.holder}) is gone without recording an end (last heartbeat {age}); "
+        f"see the run's train.log, resume with train.resume=auto"
+    )
