@@ -61,7 +61,7 @@ def main() -> None:
             ],
         )
         trainer = Trainer(cfg, dist.init(cfg.train.device))
-        queries = sum(int(b.valid.sum()) for b in trainer._eval_batches())
+        queries = sum(int(b.valid.sum()) for b in trainer._eval_batches(trainer.cfg.eval.max_batches))
         t0 = time.perf_counter()
         metrics = trainer.evaluate()
         seconds = time.perf_counter() - t0

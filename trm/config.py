@@ -52,7 +52,8 @@ class ArchConfig:
     halt_exploration_prob: float = 0.1
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 else
+    # auto: bf16 on CUDA GPUs of compute capability >= 8.0 (A100, L40S, H100), fp32 elsewhere (V100, CPU)
+    forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
     # ETRM: a demo encoder in place of the puzzle embedding (trm/model/encoders); none = TRM.
     encoder_type: Literal["none", "standard", "variational", "lpn_standard", "lpn_variational", "hybrid_standard",
@@ -124,7 +125,8 @@ class TrainConfig:
     ema: bool = False
     ema_rate: float = 0.999
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
-    compile: bool = False
+    compile: bool = False  # torch.compile the recursion (falls back to eager with a warning)
+    cuda_graphs: bool = False  # with compile on CUDA: replay the compiled recursion as CUDA graphs
     checkpoint_every_steps: int = 0  # 0: only at evals and the end
     checkpoint_every_minutes: float = 0.0
     checkpoint_every_eval: bool = True
@@ -155,7 +157,8 @@ class EvalConfig:
     min_eval_interval: int = 0  # the reference's meaning: skip evals whose 0-based index is below it
     evaluators: list[str] = field(default_factory=list)  # e.g. ["arc"]
     halt_early: bool = False  # stop a test batch once every slot's q_halt > 0 (default: run all steps)
-    max_batches: int = 0  # > 0: evaluate on the first N global batches only
+    max_batches: int = 0  # > 0: evaluate on the first N global batches only (intermediate evals)
+    full_final: bool = True  # the last evaluation of a run covers the whole test set, whatever max_batches
     global_batch_size: int = 0  # 0: same as train.global_batch_size
     save_predictions: int = 0  # > 0: write the first N test predictions to predictions/step-N.npz
     max_augmentations: int = 0  # > 0, encoder mode: only the first N variants of each held-out task
@@ -474,12 +477,12 @@ def to_yaml(cfg: Config) -> str:
 
 # Keys that change how a run is executed but not what it computes: a resume may change them.
 RUNTIME_KEYS = {
-    "train.device", "train.compile", "train.max_steps", "train.checkpoint_every_steps",
+    "train.device", "train.compile", "train.cuda_graphs", "train.max_steps", "train.checkpoint_every_steps",
     "train.checkpoint_every_minutes",
     "train.checkpoint_every_eval", "train.keep_checkpoints", "train.resume", "train.resume_ignore_config_change",
     "train.time_limit_minutes", "train.time_limit_margin_minutes", "train.signals", "log.wandb",
     "log.log_interval", "log.progress", "run.root", "run.name", "run.project", "eval.max_batches",
-    "eval.save_predictions", "eval.max_augmentations",
+    "eval.save_predictions", "eval.max_augmentations", "eval.full_final",
 }
 
 

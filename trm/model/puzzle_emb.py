@@ -34,6 +34,16 @@ class PuzzleEmbedding(nn.Module):
         return self.local_weights
 
 
+def sum_per_slot(ids: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """For every slot, the sum of the gradients of all slots holding the same id, without a sync.
+
+    Duplicate ids all take their first slot's row, so the rows written for one id are identical."""
+    same = ids[:, None] == ids[None, :]  # (N, N)
+    summed = same.to(grad.dtype) @ grad  # (N, D)
+    first = same.to(torch.uint8).argmax(dim=1)  # the first slot with the same id
+    return summed[first]
+
+
 class SignSGD:
     """Sparse sign-SGD with decoupled weight decay on the touched rows only; all ranks end equal."""
 
@@ -55,11 +65,14 @@ class SignSGD:
             dist.all_gather_into_tensor(all_grad, grad.contiguous())
             dist.all_gather_into_tensor(all_ids, ids.contiguous())
             grad, ids = all_grad, all_ids
-        uniq, inverse = ids.unique(return_inverse=True)
-        summed = grad.new_zeros((uniq.shape[0], grad.shape[1])).index_add_(0, inverse, grad)
         w = self.emb.weights
-        rows = w[uniq] * (1.0 - self.lr * self.weight_decay) - self.lr * summed.sign()
-        w[uniq] = rows
+        if grad.is_cuda:
+            # unique() has a data-dependent size, hence a host-device sync every step: sum per slot instead.
+            ids, summed = ids, sum_per_slot(ids, grad)
+        else:
+            ids, inverse = ids.unique(return_inverse=True)
+            summed = grad.new_zeros((ids.shape[0], grad.shape[1])).index_add_(0, inverse, grad)
+        w[ids] = w[ids] * (1.0 - self.lr * self.weight_decay) - self.lr * summed.sign()
 
     def zero_grad(self) -> None:
         self.emb.local_weights.grad = None

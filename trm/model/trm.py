@@ -29,10 +29,16 @@ IGNORE_LABEL = -100
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
+def resolve_dtype(name: str, device: torch.device, capability: tuple[int, int] | None = None) -> torch.dtype:
+    """`auto`: bfloat16 where the GPU runs it natively (compute capability >= 8.0: A100, L40S, H100),
+    float32 everywhere else (V100/T4, CPU, MPS). Why not float16 on V100: see README "Precision"."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type != "cuda":
+        return torch.float32
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if capability >= (8, 0) else torch.float32
 
 
 def prefix_len(cfg: ArchConfig) -> int:
@@ -153,7 +159,10 @@ class TRMInner(nn.Module):
         puzzle_ids: torch.Tensor,
         context: torch.Tensor | None = None,
     ):
-        x = self.input_embeddings(inputs, puzzle_ids, context)
+        return self.recurse(z_H, z_L, self.input_embeddings(inputs, puzzle_ids, context))
+
+    def recurse(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor):
+        """The recursion and the heads (what `train.compile` compiles: fixed shapes, no data-dependent flow)."""
         H, L = self.cfg.H_cycles, self.cfg.L_cycles
         with torch.no_grad():
             for _ in range(H - 1):

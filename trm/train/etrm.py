@@ -64,7 +64,7 @@ class EncoderData:
             cfg.data.max_train_groups,
         )
 
-    def eval_batches(self, cfg: Config, global_batch_size: int, rank: int, world_size: int):  # noqa: ANN201
+    def eval_batches(self, cfg: Config, global_batch_size: int, rank: int, world_size: int, max_batches: int):  # noqa: ANN201
         return fewshot_eval_batches(
             self.test,
             self.test_demos,
@@ -73,7 +73,7 @@ class EncoderData:
             rank,
             world_size,
             cfg.data.max_eval_groups,
-            cfg.eval.max_batches,
+            max_batches,
             cfg.eval.max_augmentations,
         )
 

@@ -27,11 +27,13 @@ from trm.data.iterator import Batch, TrainIterator, eval_batches
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
 from trm.train import checkpoint as ckpt
 from trm.train import etrm, guards, runlock
+from trm.train.compiled import compile_recursion
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
 from trm.train.init_weights import InitError, load_initial_weights
-from trm.train.losses import METRIC_KEYS, act_loss
+from trm.train.losses import METRIC_KEYS, act_loss, halted_loss_sums
 from trm.train.optim import EMA, AdamATan2, lr_at
 from trm.train.preempt import EXIT_REQUEUE, EXIT_STOPPED, StopWatch
+from trm.train.prefetch import Prefetcher
 from trm.train.runlog import RunDir, RunDirError, make_logger
 
 
@@ -120,7 +122,8 @@ class Trainer:
             ddp.register_comm_hook(None, _sum_hook)
             self.forward_module = ddp
         if tc.compile:
-            self.model.inner.L_level = torch.compile(self.model.inner.L_level)  # type: ignore[assignment]
+            compile_recursion(self.model.inner, tc.cuda_graphs, lambda line: self.say(line))
+        self.batches: Prefetcher | None = None  # the chunk's batches, when the loop is running
 
         self.iterator = TrainIterator(self.train_split, self.B, env.rank, env.world_size, tc.seed,
                                       cfg.eval.eval_interval, cfg.data.max_train_groups) if self.fewshot is None \
@@ -184,7 +187,7 @@ class Trainer:
             "adam": clone(self.adam.state_dict()) if self.adam else None,
             "sparse": self.sparse.state_dict() if self.sparse else None,
             "step": self.step, "total_steps": self.total_steps,
-            "iterator": self.iterator.state_dict(),
+            "iterator": self.batches.resume_state() if self.batches is not None else self.iterator.state_dict(),
             "explore_gen": self.explore_gen.get_state().cpu(),
             "best": dict(self.best), "final": dict(self.final), "last_eval_step": self.last_eval_step,
             "elapsed_s": self._elapsed(), "attempts": self.attempts, "world_size": self.env.world_size,
@@ -312,19 +315,32 @@ class Trainer:
         etrm.freeze_decoder_grads(self)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
+        """One optimizer step; returns the metric sums as a device tensor (no host-device sync here:
+        the caller accumulates them on the device and reads them at the log interval)."""
         if self.cfg.train.act_mode == "online":
             return etrm.online_step(self, batch)
+        loss, metrics = self.forward_step(batch)
+        self.backward_step(loss)
+        self.optimizer_step()
+        return self._stack(metrics, self.device)
+
+    # The three phases, separately callable so that bench/train_speed.py can time each.
+    def forward_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.model.train()
-        batch = batch.to(self.device)
+        batch = batch.to(self.device)  # a no-op for prefetched batches
         data = batch.as_dict()
         if self.carry is None:
             self.carry = self.model.initial_carry(data)
         self.step += 1
-        lr = self._set_lr()
+        self._lr = self._set_lr()
         self.carry, out = self.forward_module(self.carry, data, self._draw_explore())
-        loss, metrics = act_loss(self.carry, out, self.cfg.arch.loss_type, self.cfg.arch.kl_weight)
+        return act_loss(self.carry, out, self.cfg.arch.loss_type, self.cfg.arch.kl_weight)
+
+    def backward_step(self, loss: torch.Tensor) -> None:
         (loss / self.B).backward()
         self._before_optimizer()
+
+    def optimizer_step(self) -> None:
         if self.cfg.optim.grad_clip_norm > 0 and self.adam:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip_norm)
         if self.adam:
@@ -335,8 +351,6 @@ class Trainer:
             self.sparse.zero_grad()
         if self.ema:
             self.ema.update()
-        self._lr = lr
-        return self._stack(metrics, self.device)
 
     def _reduce_train(self, acc: torch.Tensor, num_steps: int) -> dict[str, float]:
         if self.env.distributed:
@@ -360,8 +374,13 @@ class Trainer:
     # evaluation
 
     @torch.inference_mode()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, final: bool = False) -> dict[str, float]:
+        """Metrics over the test split with the EMA weights: each example's at the step it halts (all
+        at arch.halt_max_steps unless eval.halt_early), summed over the valid (non-padding) slots and
+        divided by their count, as the reference reports its last step. Intermediate evaluations
+        cover the first eval.max_batches batches; a `final` one the whole split (eval.full_final)."""
         cfg = self.cfg
+        max_batches = 0 if final and cfg.eval.full_final else cfg.eval.max_batches
         self.model.eval()
         if self.ema:
             self.ema.swap()
@@ -371,8 +390,8 @@ class Trainer:
         acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
         saved: list[dict[str, np.ndarray]] = []
         try:
-            for batch in self._eval_batches():
-                batch = batch.to(self.device)
+            batches = self._eval_batches(max_batches)
+            for batch in Prefetcher(batches, self.device, lambda: None, lookahead=self.device.type == "cuda"):
                 data = batch.as_dict()
                 carry = self.model.initial_carry(data)
                 done = torch.zeros_like(batch.valid)
@@ -381,12 +400,15 @@ class Trainer:
                 for _ in range(self.model.halt_max_steps):
                     carry, out = self.model(carry, data, None, halt_early=cfg.eval.halt_early)
                     newly = carry.halted & ~done
-                    _, metrics = act_loss(replace(carry, halted=newly), out, cfg.arch.loss_type)
+                    halted = replace(carry, halted=newly & batch.valid)  # padding slots never count
+                    _, metrics = act_loss(halted, out, cfg.arch.loss_type)
+                    metrics.update(halted_loss_sums(halted, out, cfg.arch.loss_type))
                     acc += self._stack(metrics, self.device)
                     preds = torch.where(newly.view(-1, 1), out.logits.argmax(-1).to(preds.dtype), preds)
                     q_halt = torch.where(newly, out.q_halt_logits, q_halt)
                     done |= newly
-                    if bool(done.all()):
+                    # Without halt_early every slot halts at the last step: no need to ask (a sync) each step.
+                    if cfg.eval.halt_early and bool(done.all()):
                         break
                 if evaluators or cfg.eval.save_predictions:
                     rows = {"inputs": batch.inputs, "labels": batch.labels, "preds": preds,
@@ -408,9 +430,9 @@ class Trainer:
             dist.all_reduce(acc)
         v = dict(zip(METRIC_KEYS, acc.tolist()))
         count = max(v.pop("count"), 1.0)
+        # q_continue_loss is a training-only loss; kl_loss exists only with a demo encoder.
         out = {f"eval/{k}": x / count for k, x in v.items()
-               if not (k == "q_continue_loss" and cfg.arch.no_ACT_continue)
-               and not (k == "kl_loss" and self.fewshot is None)}
+               if k != "q_continue_loss" and not (k == "kl_loss" and self.fewshot is None)}
         out.update(extra)
         for e in evaluators:
             for k, x in e.result(self.run_dir.path / f"evaluator_{e.name}_step_{self.step}").items():
@@ -419,12 +441,12 @@ class Trainer:
             self._save_predictions(saved)
         return broadcast_object(self.env, out)
 
-    def _eval_batches(self) -> Any:
+    def _eval_batches(self, max_batches: int) -> Any:
         cfg = self.cfg
         if self.fewshot is not None:
-            return self.fewshot.eval_batches(cfg, self.eval_B, self.env.rank, self.env.world_size)
+            return self.fewshot.eval_batches(cfg, self.eval_B, self.env.rank, self.env.world_size, max_batches)
         return eval_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size, cfg.data.max_eval_groups,
-                            cfg.eval.max_batches)
+                            max_batches)
 
     def _encoder_metrics(self) -> dict[str, float]:
         """The encoder-collapse diagnostic on fixed probes of held-out and of training tasks."""
@@ -503,13 +525,18 @@ class Trainer:
         self.say(f"run {self.name}: {self.num_params:,} parameters, {env.world_size} rank(s) on {self.device.type} "
                  f"({str(self.dtype).removeprefix('torch.')}), {self.final_step} steps of {self.B} "
                  f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}")
+        if self.dtype == torch.float16:
+            self.say("warning: arch.forward_dtype=float16 runs without loss scaling: gradients under float16's "
+                     "range (6e-8) become zero. auto picks bfloat16 on GPUs that have it and float32 elsewhere")
         self._write_summary("running")
         t_log = time.monotonic()
         last_ckpt_step, t_ckpt = self.step, time.monotonic()
         try:
             while self.step < self.stop_at and self.iterator.chunk < self.num_chunks:
                 chunk = self.iterator.chunk
-                for batch in self.iterator.chunk_batches():
+                self.batches = Prefetcher(self.iterator.chunk_batches(), self.device, self.iterator.state_dict,
+                                          lookahead=self.device.type == "cuda")
+                for batch in self.batches:
                     self.acc += self.train_step(batch)
                     self.acc_steps += 1
                     bar.update(1)
@@ -530,15 +557,17 @@ class Trainer:
                     if self.step >= self.stop_at:
                         break
                 else:
+                    self.batches = None
                     if chunk >= cfg.eval.min_eval_interval:
-                        self._log_eval(self.evaluate())
+                        final = self.iterator.chunk >= self.num_chunks or self.step >= self.stop_at
+                        self._log_eval(self.evaluate(final=final))
                         if cfg.train.checkpoint_every_eval:
                             self.save_checkpoint()
                             last_ckpt_step, t_ckpt = self.step, time.monotonic()
             if self.acc_steps:
                 self._log_train(time.monotonic() - t_log, bar)
             if self.last_eval_step != self.step:
-                self._log_eval(self.evaluate())
+                self._log_eval(self.evaluate(final=True))
             if last_ckpt_step != self.step or not ckpt.latest(self.run_dir.checkpoints, warn=False):
                 self.save_checkpoint(wait=True)
             self.writer.join()

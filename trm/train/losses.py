@@ -80,3 +80,20 @@ def act_loss(carry: Carry, out: StepOutput, loss_type: str,
         if kl_weight > 0:
             total = total + kl_weight * kl
     return total, metrics
+
+
+def halted_loss_sums(carry: Carry, out: StepOutput, loss_type: str) -> dict[str, torch.Tensor]:
+    """`lm_loss` and `q_halt_loss` summed over the halted slots only (act_loss sums them over every slot).
+
+    Evaluation reports each example's losses at the step it halts (the reference: the last step's),
+    divided by the count of such examples: a per-example mean that does not depend on how many ACT
+    steps ran or on the padding slots of the last test batch (pass `halted` without them)."""
+    labels = carry.labels
+    mask = labels != IGNORE_LABEL
+    counts = mask.sum(-1)
+    valid = carry.halted & (counts > 0)
+    per_slot = (LOSSES[loss_type](out.logits, labels) / counts.clamp_min(1).unsqueeze(-1)).sum(-1)  # (B,)
+    seq_correct = (mask & (out.logits.argmax(-1) == labels)).sum(-1) == counts
+    q_halt = F.binary_cross_entropy_with_logits(out.q_halt_logits, seq_correct.to(out.q_halt_logits.dtype),
+                                                reduction="none")
+    return {"lm_loss": torch.where(valid, per_slot, 0).sum(), "q_halt_loss": torch.where(valid, q_halt, 0).sum()}
