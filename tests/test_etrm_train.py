@@ -46,7 +46,7 @@ def fill_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 MODES = {
-    "original": ["train.epochs=240", "eval.eval_interval=240"],
+    "original": ["train.epochs=320", "eval.eval_interval=320"],
     "online": ["train.act_mode=online", "arch.num_act_steps=2", "train.epochs=160", "eval.eval_interval=160"],
 }
 
