@@ -25,11 +25,8 @@ import numpy as np
 import torch
 
 from trm.data.format import DatasetError, Split
-from trm.data.iterator import Batch, _check_sharding, _philox
+from trm.data.iterator import Batch, TrainIterator, _check_sharding
 from trm.model.trm import IGNORE_LABEL
-
-# Streams of their own (the plain iterator uses 0 and 1), so both views never share draws.
-ORDER_STREAM, PICK_STREAM = 10, 11
 
 
 @dataclass
@@ -120,8 +117,11 @@ def _groups_with_queries(split: Split, num_demos: np.ndarray, max_groups: int) -
     return groups[:max_groups] if max_groups > 0 else groups
 
 
-class FewShotTrainIterator:
-    """Training items, resumable; the same interface as `TrainIterator` (chunks, state_dict)."""
+class FewShotTrainIterator(TrainIterator):
+    """Training items, resumable: `TrainIterator`'s chunks and state over the query examples only (the
+    demos of a puzzle are its first `num_demos` examples), each gathered with its puzzle's demos."""
+
+    ORDER_STREAM, PICK_STREAM = 10, 11  # the plain iterator's are 0 and 1: the two views never share draws
 
     def __init__(
         self,
@@ -135,13 +135,10 @@ class FewShotTrainIterator:
         epochs_per_chunk: int,
         max_groups: int = 0,
     ) -> None:
-        self.split = split
-        self.B = global_batch_size
+        super().__init__(split, global_batch_size, rank, world_size, seed, epochs_per_chunk)
         self.gather = _FewShotGather(
             split, num_demos, max_demos, rank, _check_sharding(global_batch_size, rank, world_size)
         )
-        self.seed = seed
-        self.epochs_per_chunk = epochs_per_chunk
         self.groups = _groups_with_queries(split, num_demos, max_groups)
         self.num_groups = len(self.groups)
         if self.num_groups == 0:
@@ -151,68 +148,17 @@ class FewShotTrainIterator:
             )
         gi = split.group_indices.astype(np.int64)
         self.group_start, self.group_size = gi[self.groups], gi[self.groups + 1] - gi[self.groups]
-        self.puzzle_indices = split.puzzle_indices.astype(np.int64)
+        self.single_example = False  # a query comes with its demos: never the one-example fast path
         self.num_demos = num_demos
         puzzles = np.concatenate([np.arange(a, a + n) for a, n in zip(self.group_start, self.group_size)])
         self.mean_queries = float(np.mean(np.diff(self.puzzle_indices)[puzzles] - num_demos[puzzles]))
-        self.chunk = 0
-        self.cursor = 0
-        self._order: np.ndarray | None = None
-        self._pick = _philox(seed, 0, PICK_STREAM)
 
     def examples_per_epoch(self) -> float:
         return self.num_groups * self.mean_queries
 
-    def epoch(self) -> float:
-        return self.chunk * self.epochs_per_chunk + self.cursor / max(1, self.num_groups)
-
-    def batches_in_chunk(self) -> int:
-        return int(self.epochs_per_chunk * self.examples_per_epoch() // self.B)
-
-    def _chunk_order(self) -> np.ndarray:
-        if self._order is None:
-            rng = _philox(self.seed, self.chunk, ORDER_STREAM)
-            self._order = np.concatenate([rng.permutation(self.num_groups) for _ in range(self.epochs_per_chunk)])
-        return self._order
-
-    def state_dict(self) -> dict:
-        return {"chunk": self.chunk, "cursor": self.cursor, "pick": self._pick.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.chunk, self.cursor = int(state["chunk"]), int(state["cursor"])
-        self._order = None
-        self._pick = _philox(self.seed, self.chunk, PICK_STREAM)
-        self._pick.bit_generator.state = state["pick"]
-
-    def _next_examples(self) -> np.ndarray | None:
-        order = self._chunk_order()
-        out: list[np.ndarray] = []
-        room = self.B
-        while room > 0:
-            if self.cursor >= len(order):
-                return None  # the chunk's last partial batch is dropped
-            g = order[self.cursor]
-            self.cursor += 1
-            p = self.group_start[g] + self._pick.integers(self.group_size[g])
-            first_query = self.puzzle_indices[p] + self.num_demos[p]
-            queries = self.puzzle_indices[p + 1] - first_query
-            if queries <= 0:
-                continue
-            ex = first_query + self._pick.permutation(queries)[:room]
-            out.append(ex)
-            room -= len(ex)
-        return np.concatenate(out)
-
-    def chunk_batches(self) -> Iterator[FewShotBatch]:
-        while True:
-            examples = self._next_examples()
-            if examples is None:
-                break
-            yield self.gather(examples)
-        self.chunk += 1
-        self.cursor = 0
-        self._order = None
-        self._pick = _philox(self.seed, self.chunk, PICK_STREAM)
+    def _examples_of(self, puzzle: int) -> tuple[int, int]:
+        first_query = self.puzzle_indices[puzzle] + self.num_demos[puzzle]
+        return first_query, self.puzzle_indices[puzzle + 1] - first_query
 
 
 def eval_query_examples(

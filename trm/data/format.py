@@ -52,7 +52,7 @@ class Metadata:
             raise DatasetError(f"{path}: missing (is this a dataset folder? build one with tools/build_data.py)") \
                 from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{path}: not valid UTF-8 JSON ({e})") from None
+            raise DatasetError(f"{path}: not valid JSON (or not UTF-8): {e}") from None
         names = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -224,7 +224,7 @@ def validate_dataset(root: str | Path) -> list[str]:
             if not isinstance(names, list):
                 problems.append(f"{ident}: expected a JSON list of names")
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            problems.append(f"{ident}: not valid UTF-8 JSON ({e})")
+            problems.append(f"{ident}: not valid JSON (or not UTF-8): {e}")
     return problems
 
 

@@ -79,6 +79,10 @@ class _Gather:
 
 
 class TrainIterator:
+    # Philox streams of the group order and of the puzzle/example picks (a subclass takes its own, so two
+    # views of one dataset never share draws).
+    ORDER_STREAM, PICK_STREAM = 0, 1
+
     def __init__(self, split: Split, global_batch_size: int, rank: int, world_size: int, seed: int,
                  epochs_per_chunk: int, max_groups: int = 0) -> None:
         self.split = split
@@ -95,7 +99,7 @@ class TrainIterator:
         self.chunk = 0
         self.cursor = 0  # position in the chunk's group order
         self._order: np.ndarray | None = None
-        self._pick = _philox(seed, 0, 1)
+        self._pick = _philox(seed, 0, self.PICK_STREAM)
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def examples_per_epoch(self) -> float:
@@ -106,7 +110,7 @@ class TrainIterator:
 
     def _chunk_order(self) -> np.ndarray:
         if self._order is None:
-            rng = _philox(self.seed, self.chunk, 0)
+            rng = _philox(self.seed, self.chunk, self.ORDER_STREAM)
             self._order = np.concatenate([rng.permutation(self.num_groups) for _ in range(self.epochs_per_chunk)])
         return self._order
 
@@ -116,7 +120,7 @@ class TrainIterator:
     def load_state_dict(self, state: dict) -> None:
         self.chunk, self.cursor = int(state["chunk"]), int(state["cursor"])
         self._order = None
-        self._pick = _philox(self.seed, self.chunk, 1)
+        self._pick = _philox(self.seed, self.chunk, self.PICK_STREAM)
         self._pick.bit_generator.state = state["pick"]
 
     # -- batches -----------------------------------------------------------------------------------
@@ -137,8 +141,10 @@ class TrainIterator:
             g = order[self.cursor]
             self.cursor += 1
             p = self.group_start[g] + self._pick.integers(self.group_size[g])
-            start, end = self.puzzle_indices[p], self.puzzle_indices[p + 1]
-            ex = start + self._pick.permutation(end - start)[:room]
+            first, count = self._examples_of(p)
+            if count <= 0:
+                continue
+            ex = first + self._pick.permutation(count)[:room]
             out.append(ex)
             room -= len(ex)
         return np.concatenate(out)
@@ -153,7 +159,12 @@ class TrainIterator:
         self.chunk += 1
         self.cursor = 0
         self._order = None
-        self._pick = _philox(self.seed, self.chunk, 1)
+        self._pick = _philox(self.seed, self.chunk, self.PICK_STREAM)
+
+    def _examples_of(self, puzzle: int) -> tuple[int, int]:
+        """The first example a batch may draw from `puzzle`, and how many there are."""
+        start = self.puzzle_indices[puzzle]
+        return start, self.puzzle_indices[puzzle + 1] - start
 
     def batches_in_chunk(self) -> int:
         """Batches a full chunk yields (exact for single-example puzzles, an estimate otherwise)."""
