@@ -259,11 +259,19 @@ class TrainJob:
         )
         try:
             env._requeue(countdown)
-        except (OSError, subprocess.SubprocessError) as e:  # e.g. scontrol refuses a job that is ending
-            message = f"{message.split(';')[0]}; checkpointed, but the requeue failed ({e}); {_RESUME_HINT}"
-            update_status(self.run_dir, state="failed", message=message)
-            raise TrainJobError(message) from None
+        except subprocess.CalledProcessError as e:
+            if e.returncode >= 0:  # the scheduler refused (e.g. scontrol on a job that is ending)
+                self._requeue_failed(message, e)
+            # Killed by a signal: the scheduler took the requeue and is ending this job's processes,
+            # the requeue command with them (brequeue/scontrol run inside the job they requeue).
+        except (OSError, subprocess.SubprocessError) as e:
+            self._requeue_failed(message, e)
         sys.exit(EXIT_REQUEUE)
+
+    def _requeue_failed(self, message: str, e: Exception) -> None:
+        message = f"{message.split(';')[0]}; checkpointed, but the requeue failed ({e}); {_RESUME_HINT}"
+        update_status(self.run_dir, state="failed", message=message)
+        raise TrainJobError(message) from None
 
     def checkpoint(self, *args: object, **kwargs: object):  # noqa: ANN201 (submitit's hook)
         """submitit calls this when its own handler gets the signal (before the trainer installed
