@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from trm.hpc.runstate import read_status, update_status
+from trm.hpc.runstate import read_status, start_attempt, update_status
 
 EXIT_REQUEUE = 75  # trm.train.preempt.EXIT_REQUEUE
 EXIT_STOPPED = 143  # trm.train.preempt.EXIT_STOPPED
@@ -133,15 +132,11 @@ class TrainJob:
             # killed before the trainer could say anything (TERM before its handlers), then requeued
             before.get("state") == "running" and same_job and os.environ.get("SLURM_RESTART_COUNT", "0") != "0"
         )
-        update_status(
+        start_attempt(
             self.run_dir,
-            state="running",
-            count="attempts",
-            add_job_id=env.job_id,
-            host=socket.gethostname(),
-            message="",
+            env.job_id,
+            str(env.paths.stdout),
             stopped_job="",
-            add_log_path=str(env.paths.stdout),
             **({"preemptions": int(before.get("preemptions", 0)) + 1} if preempted else {}),
         )
 

@@ -61,3 +61,20 @@ def update_status(run_dir: Path, **changes: Any) -> dict[str, Any]:
         status["updated_at"] = now()
         atomic_write_text(run_dir / "status.json", json.dumps(status, indent=2) + "\n")
         return status
+
+
+def start_attempt(run_dir: Path, job_id: str, log_path: str, **changes: Any) -> dict[str, Any]:
+    """Record that a job attempt of the run started on this host: state running, one more attempt,
+    its job id and log, and the previous attempt's message cleared."""
+    import socket
+
+    return update_status(
+        run_dir,
+        state="running",
+        count="attempts",
+        add_job_id=job_id,
+        host=socket.gethostname(),
+        message="",
+        add_log_path=log_path,
+        **changes,
+    )

@@ -11,12 +11,11 @@ ends `cancelled`. There is no checkpoint and no requeue: a plain command is not 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 from trm.hpc.job import TrainJobError, first_line, mark_jobs_line
-from trm.hpc.runstate import update_status
+from trm.hpc.runstate import start_attempt, update_status
 
 
 class ShellJob:
@@ -35,15 +34,7 @@ class ShellJob:
         if env.global_rank != 0:
             return 0
         log = str(env.paths.stdout)
-        update_status(
-            self.run_dir,
-            state="running",
-            count="attempts",
-            add_job_id=env.job_id,
-            host=socket.gethostname(),
-            message="",
-            add_log_path=log,
-        )
+        start_attempt(self.run_dir, env.job_id, log)
         child = subprocess.Popen(["bash", "-c", self.command], cwd=self.cwd)
         stopped: list[int] = []
 
