@@ -32,8 +32,16 @@ SHAPES = {"sudoku": ("trm/configs/sudoku.yaml", 11, 81), "maze": ("trm/configs/m
 
 
 def synthetic(root: Path, vocab: int, seq_len: int, n: int) -> None:
-    meta = Metadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab, seq_len=seq_len,
-                    num_puzzle_identifiers=1, total_groups=n, mean_puzzle_examples=1.0)
+    meta = Metadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=vocab,
+        seq_len=seq_len,
+        num_puzzle_identifiers=1,
+        total_groups=n,
+        mean_puzzle_examples=1.0,
+    )
     x = np.random.default_rng(0).integers(1, vocab, (n, seq_len))
     for split in ("train", "test"):
         write_split(root, split, meta, x, x, np.zeros(n), np.arange(n + 1), np.arange(n + 1))
@@ -47,8 +55,16 @@ def bench(name: str, batch: int, work: Path) -> None:
     cfg_path, vocab, seq_len = SHAPES[name]
     data = work / f"data-{name}"
     synthetic(data, vocab, seq_len, batch + 8)
-    over = [f"data_paths=[{data}]", f"run.root={work}/runs", f"+run_name={name}", f"train.global_batch_size={batch}",
-            "train.epochs=10", "eval.eval_interval=10", "log.progress=false", "train.device=cpu"]
+    over = [
+        f"data_paths=[{data}]",
+        f"run.root={work}/runs",
+        f"+run_name={name}",
+        f"train.global_batch_size={batch}",
+        "train.epochs=10",
+        "eval.eval_interval=10",
+        "log.progress=false",
+        "train.device=cpu",
+    ]
     env = DistEnv(0, 1, 0, torch.device("cpu"))
     t = Trainer(load_config(cfg_path, over), env)
     # The state of a long run: Adam moments and EMA filled, a carry for every slot.
@@ -87,13 +103,19 @@ def bench(name: str, batch: int, work: Path) -> None:
     Trainer(load_config(cfg_path, over), env).close()
     fresh = time.perf_counter() - t1
     assert t2.step == 1002
-    print(f"{name:>6}: {t.num_params / 1e6:.2f}M params, batch {batch}, carry {tuple(t.carry.z_H.shape)} x2 "
-          f"{str(t.dtype).removeprefix('torch.')}; checkpoint {size:,.0f} MiB; save stalls training "
-          f"{np.median(stalls) * 1000:.0f} ms (median of 3); background write {write_s:.2f} s; "
-          f"load+resume {with_resume - fresh:.2f} s", flush=True)
+    print(
+        f"{name:>6}: {t.num_params / 1e6:.2f}M params, batch {batch}, carry {tuple(t.carry.z_H.shape)} x2 "
+        f"{str(t.dtype).removeprefix('torch.')}; checkpoint {size:,.0f} MiB; save stalls training "
+        f"{np.median(stalls) * 1000:.0f} ms (median of 3); background write {write_s:.2f} s; "
+        f"load+resume {with_resume - fresh:.2f} s",
+        flush=True,
+    )
     every = 5 * 60
-    print(f"{'':>6}  a checkpoint every {every // 60} min costs {np.median(stalls) / every:.3%} of training time "
-          f"in stalls", flush=True)
+    print(
+        f"{'':>6}  a checkpoint every {every // 60} min costs {np.median(stalls) / every:.3%} of training time "
+        f"in stalls",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -36,22 +36,56 @@ def write_runs(root: Path, num_runs: int, train_lines: int, eval_lines: int) -> 
         eval_every = max(1, train_lines // max(1, eval_lines))
         for k in range(1, train_lines + 1):
             step = 50 * k
-            lines.append({"event": "train", "step": step, "epoch": step / 16, "time_s": step * 0.2,
-                          "train/loss": 1.0 / k, "train/accuracy": 1 - 1.0 / k, "train/lr": 1e-3})
+            lines.append(
+                {
+                    "event": "train",
+                    "step": step,
+                    "epoch": step / 16,
+                    "time_s": step * 0.2,
+                    "train/loss": 1.0 / k,
+                    "train/accuracy": 1 - 1.0 / k,
+                    "train/lr": 1e-3,
+                }
+            )
             if k % eval_every == 0 and len([x for x in lines if x["event"] == "eval"]) < eval_lines:
                 acc = min(1.0, 0.3 + 0.6 * k / train_lines + 0.0001 * i)
-                lines.append({"event": "eval", "step": step, "epoch": step / 16, "time_s": step * 0.2,
-                              **dict(zip(EVAL_KEYS, (acc, (1 + acc) / 2, 0.9, 3.5, 1 - acc)))})
+                lines.append(
+                    {
+                        "event": "eval",
+                        "step": step,
+                        "epoch": step / 16,
+                        "time_s": step * 0.2,
+                        **dict(zip(EVAL_KEYS, (acc, (1 + acc) / 2, 0.9, 3.5, 1 - acc))),
+                    }
+                )
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
         last = lines[-1]
-        summary = {"run_name": run_dir.name, "state": "done", "step": last["step"],
-                   "total_steps": last["step"], "epoch": last["epoch"], "num_params": 123456,
-                   "wall_time_s": last["time_s"], "gpu_hours": last["time_s"] / 3600, "attempts": 1,
-                   "final": {}, "best": {}, "updated_at": "2026-01-01T00:00:00Z"}
+        summary = {
+            "run_name": run_dir.name,
+            "state": "done",
+            "step": last["step"],
+            "total_steps": last["step"],
+            "epoch": last["epoch"],
+            "num_params": 123456,
+            "wall_time_s": last["time_s"],
+            "gpu_hours": last["time_s"] / 3600,
+            "attempts": 1,
+            "final": {},
+            "best": {},
+            "updated_at": "2026-01-01T00:00:00Z",
+        }
         (run_dir / "summary.json").write_text(json.dumps(summary))
-        status = {"state": "done", "attempts": 1, "preemptions": 0, "timeouts": 0, "job_ids": [str(i)],
-                  "scheduler": "local", "log_paths": [], "submitted_at": "2026-01-01T00:00:00Z",
-                  "updated_at": "2026-01-01T00:00:00Z"}
+        status = {
+            "state": "done",
+            "attempts": 1,
+            "preemptions": 0,
+            "timeouts": 0,
+            "job_ids": [str(i)],
+            "scheduler": "local",
+            "log_paths": [],
+            "submitted_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+        }
         (run_dir / "status.json").write_text(json.dumps(status))
 
 
@@ -76,9 +110,11 @@ def main() -> None:
         assert len(result.rows) == args.runs and not any(r.problems for r in result.rows)
     median = statistics.median(times)
     # CPU time too: on a shared machine the wall time also counts other processes' turns.
-    print(f"collect {args.runs} run dirs ({args.train_lines} train + {args.eval_lines} eval lines each) "
-          f"into a CSV: median {median:.2f} s wall, {statistics.median(cpu_times):.2f} s CPU over "
-          f"{args.repeats} (min {min(times):.2f} s wall); target < 2 s: {'ok' if median < 2 else 'MISSED'}")
+    print(
+        f"collect {args.runs} run dirs ({args.train_lines} train + {args.eval_lines} eval lines each) "
+        f"into a CSV: median {median:.2f} s wall, {statistics.median(cpu_times):.2f} s CPU over "
+        f"{args.repeats} (min {min(times):.2f} s wall); target < 2 s: {'ok' if median < 2 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

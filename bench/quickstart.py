@@ -24,12 +24,29 @@ ROOT = Path(__file__).resolve().parents[1]
 def one(seed: int, target: float, work: Path) -> dict:
     data, runs = work / f"data-{seed}", work / "runs"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "tools/build_data.py", "sudoku4x4", "--out", str(data)], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "tools/build_data.py", "sudoku4x4", "--out", str(data)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     t_data = time.perf_counter() - t0
-    proc = subprocess.Popen([sys.executable, "tools/train.py", "trm/configs/quickstart.yaml", f"data_paths=[{data}]",
-                             f"run.root={runs}", f"+run_name=seed{seed}", f"train.seed={seed}", "log.progress=false"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "tools/train.py",
+            "trm/configs/quickstart.yaml",
+            f"data_paths=[{data}]",
+            f"run.root={runs}",
+            f"+run_name=seed{seed}",
+            f"train.seed={seed}",
+            "log.progress=false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     t_train0 = time.perf_counter()
     reached = None
     for line in proc.stdout:  # watch evals as they are printed, to time them on the wall clock
@@ -40,9 +57,17 @@ def one(seed: int, target: float, work: Path) -> dict:
     proc.wait()
     total = time.perf_counter() - t0
     summary = json.loads((runs / f"seed{seed}" / "summary.json").read_text())
-    return {"seed": seed, "data_s": t_data, "train_start_s": t_train0 - t0, "reached_s": reached, "total_s": total,
-            "final": summary["final"]["eval/exact_accuracy"], "best": summary["best"]["eval/exact_accuracy"]["value"],
-            "steps": summary["step"], "samples_per_s": summary["samples_per_s"]}
+    return {
+        "seed": seed,
+        "data_s": t_data,
+        "train_start_s": t_train0 - t0,
+        "reached_s": reached,
+        "total_s": total,
+        "final": summary["final"]["eval/exact_accuracy"],
+        "best": summary["best"]["eval/exact_accuracy"]["value"],
+        "steps": summary["step"],
+        "samples_per_s": summary["samples_per_s"],
+    }
 
 
 def main() -> None:
@@ -55,9 +80,12 @@ def main() -> None:
         for seed in args.seeds:
             r = one(seed, args.target, Path(tmp))
             reached = f"{r['reached_s']:.0f} s" if r["reached_s"] is not None else "not reached"
-            print(f"seed {r['seed']}: target reached at {reached} (data {r['data_s']:.1f} s); final exact "
-                  f"{r['final']:.4f}, best {r['best']:.4f}; {r['steps']} steps, {r['samples_per_s']:.0f} samples/s; "
-                  f"total {r['total_s']:.0f} s", flush=True)
+            print(
+                f"seed {r['seed']}: target reached at {reached} (data {r['data_s']:.1f} s); final exact "
+                f"{r['final']:.4f}, best {r['best']:.4f}; {r['steps']} steps, {r['samples_per_s']:.0f} samples/s; "
+                f"total {r['total_s']:.0f} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

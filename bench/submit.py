@@ -35,9 +35,7 @@ from trm.hpc.submit import submit_sweep  # noqa: E402
 
 def write_spec(root: Path, name: str, num_runs: int) -> Path:
     profile = root / "bench-slurm.yaml"
-    profile.write_text(
-        "scheduler: slurm\nqueue: debug\nvenv: ''\narray_limit: 1000\nextra_directives: [--hold]\n"
-    )
+    profile.write_text("scheduler: slurm\nqueue: debug\nvenv: ''\narray_limit: 1000\nextra_directives: [--hold]\n")
     spec = root / f"{name}.yaml"
     seeds = ", ".join(str(i) for i in range(num_runs))
     spec.write_text(
@@ -93,9 +91,7 @@ def main() -> int:
             "load + validate a 1000-run spec",
             lambda: load_sweep(write_spec(root, "status1000", 1000), runs_root=root / "runs"),
         )
-        result = timed(
-            "render + submit 1000 runs as one array", lambda: submit_sweep(big, data_check=False, say=quiet)
-        )
+        result = timed("render + submit 1000 runs as one array", lambda: submit_sweep(big, data_check=False, say=quiet))
         ids += result.submitted.values()
         for i, run in enumerate(big.runs):  # what a running sweep leaves: progress and a metric
             update_status(run.run_dir, state="running", attempts=1)

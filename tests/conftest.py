@@ -14,11 +14,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny trainer settings shared by the trainer tests: a few seconds per run on 2 CPU cores.
 TINY = [
-    "arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2",
-    "arch.halt_max_steps=3", "arch.puzzle_emb_ndim=0", "arch.puzzle_emb_len=0", "arch.pos_encodings=learned",
-    "train.global_batch_size=16", "train.epochs=10", "eval.eval_interval=5", "eval.max_batches=2",
-    "optim.lr=1e-3", "optim.lr_warmup_steps=5", "train.ema=true", "train.ema_rate=0.9",
-    "log.log_interval=5", "log.progress=false",
+    "arch.hidden_size=32",
+    "arch.num_heads=2",
+    "arch.L_layers=1",
+    "arch.H_cycles=2",
+    "arch.L_cycles=2",
+    "arch.halt_max_steps=3",
+    "arch.puzzle_emb_ndim=0",
+    "arch.puzzle_emb_len=0",
+    "arch.pos_encodings=learned",
+    "train.global_batch_size=16",
+    "train.epochs=10",
+    "eval.eval_interval=5",
+    "eval.max_batches=2",
+    "optim.lr=1e-3",
+    "optim.lr_warmup_steps=5",
+    "train.ema=true",
+    "train.ema_rate=0.9",
+    "log.log_interval=5",
+    "log.progress=false",
 ]
 
 
@@ -65,17 +79,24 @@ def sudoku4_puzzle_emb(tmp_path_factory: pytest.TempPathFactory, sudoku4: Path) 
     return out
 
 
-def run_trainer(args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-                timeout: float = 300, nproc: int = 1) -> subprocess.CompletedProcess:
+def run_trainer(
+    args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300, nproc: int = 1
+) -> subprocess.CompletedProcess:
     """The trainer CLI in a child process (torchrun when nproc > 1), as a user would start it."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(ROOT / "tools" / "train.py"), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(ROOT / "tools" / "train.py"),
+            *args,
+        ]
     else:
         cmd = [sys.executable, str(ROOT / "tools" / "train.py"), *args]
-    return subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=limit(timeout))
+    return subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=limit(timeout))
 
 
 def free_port() -> int:
@@ -92,11 +113,27 @@ def launch_ranks(args: list[str], nproc: int, env: dict[str, str] | None = None)
     port = str(free_port())
     procs = []
     for rank in range(nproc):
-        penv = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "RANK": str(rank),
-                "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
-                **(env or {})}
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "tools" / "train.py"), *args], cwd=ROOT, env=penv,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        penv = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": "1",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(nproc),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            **(env or {}),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(ROOT / "tools" / "train.py"), *args],
+                cwd=ROOT,
+                env=penv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     return procs
 
 

@@ -65,9 +65,7 @@ job_environment = trm.hpc.backends.lsf:LsfJobEnvironment
 def _plugin_registered() -> bool:
     from importlib import metadata
 
-    return any(
-        ep.value == "trm.hpc.backends.lsf:LsfExecutor" for ep in metadata.entry_points(group="submitit")
-    )
+    return any(ep.value == "trm.hpc.backends.lsf:LsfExecutor" for ep in metadata.entry_points(group="submitit"))
 
 
 def _clear_submitit_plugin_cache() -> None:
@@ -95,9 +93,7 @@ def lsf_plugin(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
 
 
 @pytest.fixture()
-def lsf_shims(
-    slurm_cluster: LocalSlurm, lsf_plugin: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Path:
+def lsf_shims(slurm_cluster: LocalSlurm, lsf_plugin: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """bsub/bjobs/bkill/brequeue on PATH, backed by the local SLURM (tests/lsf_shims/)."""
     monkeypatch.setenv("PATH", f"{SHIMS}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("TRM_LSF_SHIM_PYTHON", sys.executable)

@@ -102,9 +102,7 @@ class LocalSlurm:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     log = (self.root / "log" / f"{name}.out").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(
-                        f"{name} exited with {proc.returncode} while waiting for {what}:\n{log}"
-                    )
+                    raise RuntimeError(f"{name} exited with {proc.returncode} while waiting for {what}:\n{log}")
             try:
                 if probe():
                     return
@@ -121,9 +119,7 @@ class LocalSlurm:
         self._start_db(ports)
         self._write_configs(ports)
         self._spawn("slurmdbd", [_exe("slurmdbd"), "-D"])
-        self._wait(
-            "slurmdbd", lambda: self._run("sacctmgr", "-n", "show", "cluster", timeout=10).returncode == 0
-        )
+        self._wait("slurmdbd", lambda: self._run("sacctmgr", "-n", "show", "cluster", timeout=10).returncode == 0)
         self._spawn("slurmctld", [_exe("slurmctld"), "-D", "-i"])
         self._wait("slurmctld", lambda: self._run("scontrol", "ping", timeout=10).returncode == 0)
         self._spawn("slurmd", [_exe("slurmd"), "-D"])
@@ -164,9 +160,7 @@ class LocalSlurm:
         self._wait(
             "munged",
             lambda: (
-                subprocess.run(
-                    f"munge -S {sock} -n | unmunge -S {sock}", shell=True, capture_output=True
-                ).returncode
+                subprocess.run(f"munge -S {sock} -n | unmunge -S {sock}", shell=True, capture_output=True).returncode
                 == 0
             ),
         )
@@ -203,10 +197,7 @@ class LocalSlurm:
         )
         self._wait(
             "mariadbd",
-            lambda: (
-                subprocess.run(["mariadb-admin", "-S", str(sock), "ping"], capture_output=True).returncode
-                == 0
-            ),
+            lambda: subprocess.run(["mariadb-admin", "-S", str(sock), "ping"], capture_output=True).returncode == 0,
             timeout=60,
         )
         subprocess.run(

@@ -31,19 +31,34 @@ ACC = "eval/exact_accuracy"
 
 
 def train_line(step: int, **extra: Any) -> dict[str, Any]:
-    return {"event": "train", "step": step, "epoch": step / 10, "time_s": step * 0.5,
-            "train/loss": 1.0 / step, **extra}
+    return {"event": "train", "step": step, "epoch": step / 10, "time_s": step * 0.5, "train/loss": 1.0 / step, **extra}
 
 
 def eval_line(step: int, acc: float, **extra: Any) -> dict[str, Any]:
-    return {"event": "eval", "step": step, "epoch": step / 10, "time_s": step * 0.5, ACC: acc,
-            "eval/accuracy": (1 + acc) / 2, "eval/q_halt_accuracy": 0.9, "eval/steps": 3.0,
-            "eval/lm_loss": 1 - acc, **extra}
+    return {
+        "event": "eval",
+        "step": step,
+        "epoch": step / 10,
+        "time_s": step * 0.5,
+        ACC: acc,
+        "eval/accuracy": (1 + acc) / 2,
+        "eval/q_halt_accuracy": 0.9,
+        "eval/steps": 3.0,
+        "eval/lm_loss": 1 - acc,
+        **extra,
+    }
 
 
-def write_run(root: Path, name: str, evals: list[tuple[int, float]] = ((100, 0.5), (200, 0.8)),
-              state: str | None = "done", overrides: list[str] = (), status: dict[str, Any] | None = None,
-              lines: list[Any] | None = None, summary: dict[str, Any] | None = None) -> Path:
+def write_run(
+    root: Path,
+    name: str,
+    evals: list[tuple[int, float]] = ((100, 0.5), (200, 0.8)),
+    state: str | None = "done",
+    overrides: list[str] = (),
+    status: dict[str, Any] | None = None,
+    lines: list[Any] | None = None,
+    summary: dict[str, Any] | None = None,
+) -> Path:
     """A run directory as docs/run-directory.md describes it; `lines` replaces the generated metrics."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
@@ -52,14 +67,28 @@ def write_run(root: Path, name: str, evals: list[tuple[int, float]] = ((100, 0.5
         lines = []
         for step, acc in evals:
             lines += [train_line(step - 50), eval_line(step, acc)]
-    (run_dir / "metrics.jsonl").write_text(
-        "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    (run_dir / "metrics.jsonl").write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
     if state is not None:
         last = max((x["step"] for x in lines if isinstance(x, dict)), default=0)
-        data = {"run_name": name, "state": state, "step": last, "total_steps": 200, "epoch": last / 10,
-                "num_params": 12345, "config_hash": "abc", "world_size": 1, "device": "cpu",
-                "wall_time_s": last * 0.5, "gpu_hours": 0.25, "samples_per_s": 100.0, "attempts": 1,
-                "final": {}, "best": {}, "updated_at": "2026-01-01T00:00:00Z", **(summary or {})}
+        data = {
+            "run_name": name,
+            "state": state,
+            "step": last,
+            "total_steps": 200,
+            "epoch": last / 10,
+            "num_params": 12345,
+            "config_hash": "abc",
+            "world_size": 1,
+            "device": "cpu",
+            "wall_time_s": last * 0.5,
+            "gpu_hours": 0.25,
+            "samples_per_s": 100.0,
+            "attempts": 1,
+            "final": {},
+            "best": {},
+            "updated_at": "2026-01-01T00:00:00Z",
+            **(summary or {}),
+        }
         (run_dir / "summary.json").write_text(json.dumps(data))
     if status is not None:
         (run_dir / "status.json").write_text(json.dumps(status))
@@ -80,11 +109,14 @@ def test_complete_run_gives_every_column(tmp_path: Path) -> None:
     assert row.problems == []
 
 
-@pytest.mark.parametrize(("overrides", "depth"), [
-    (["arch.H_cycles=3", "arch.L_cycles=6", "arch.L_layers=2"], 42),  # the seeds' table: baseline T=3, n=6
-    (["arch.H_cycles=2", "arch.L_cycles=2", "arch.L_layers=2"], 12),  # T=2, n=2
-    (["arch.H_cycles=3", "arch.L_cycles=3", "arch.L_layers=4"], 48),  # 4 layers, n=3
-])
+@pytest.mark.parametrize(
+    ("overrides", "depth"),
+    [
+        (["arch.H_cycles=3", "arch.L_cycles=6", "arch.L_layers=2"], 42),  # the seeds' table: baseline T=3, n=6
+        (["arch.H_cycles=2", "arch.L_cycles=2", "arch.L_layers=2"], 12),  # T=2, n=2
+        (["arch.H_cycles=3", "arch.L_cycles=3", "arch.L_layers=4"], 48),  # 4 layers, n=3
+    ],
+)
 def test_effective_depth_from_config(tmp_path: Path, overrides: list[str], depth: int) -> None:
     write_run(tmp_path / "s", "r", overrides=overrides)
     assert collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0].depth == depth
@@ -92,8 +124,16 @@ def test_effective_depth_from_config(tmp_path: Path, overrides: list[str], depth
 
 def test_resume_duplicates_keep_the_last_line_per_step(tmp_path: Path) -> None:
     # Attempt 1 ran to step 300 and was preempted; the checkpoint was at 200, so 300 ran again.
-    lines = [train_line(100), eval_line(200, 0.6), train_line(250), eval_line(300, 0.1), train_line(350, x=1),
-             train_line(250), eval_line(300, 0.7), train_line(350, x=2)]
+    lines = [
+        train_line(100),
+        eval_line(200, 0.6),
+        train_line(250),
+        eval_line(300, 0.1),
+        train_line(350, x=1),
+        train_line(250),
+        eval_line(300, 0.7),
+        train_line(350, x=2),
+    ]
     write_run(tmp_path / "s", "r", lines=lines)
     files = read_run(tmp_path / "s" / "r")
     assert [e["step"] for e in files.evals] == [200, 300]
@@ -102,8 +142,9 @@ def test_resume_duplicates_keep_the_last_line_per_step(tmp_path: Path) -> None:
     assert row.final[ACC] == 0.7 and row.curves[ACC] == [(200, 0.6), (300, 0.7)]
 
 
-def test_torn_summary_is_a_problem_and_the_other_rows_still_come(tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_torn_summary_is_a_problem_and_the_other_rows_still_come(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     write_run(tmp_path / "s", "good")
     bad = write_run(tmp_path / "s", "torn", evals=[(100, 0.4)])
     (bad / "summary.json").write_text('{"run_name": "torn", "state": "do')
@@ -122,8 +163,7 @@ def test_missing_summary_and_empty_status(tmp_path: Path) -> None:
     empty = write_run(tmp_path / "s", "emptystatus")
     (empty / "status.json").write_text("")
     result = collect_sweep(sweep_from_folder(tmp_path / "s"))
-    assert result.row("nosummary").problems == ["no summary.json yet (the trainer writes it at its first log "
-                                                "interval)"]
+    assert result.row("nosummary").problems == ["no summary.json yet (the trainer writes it at its first log interval)"]
     assert result.row("nosummary").final[ACC] == 0.8 and result.row("nosummary").step == 200
     assert result.row("emptystatus").problems == ["status.json is empty: a torn write or a damaged file"]
     assert result.row("emptystatus").state == "done"  # summary.json still speaks
@@ -138,13 +178,22 @@ def test_pending_run_without_summary_is_not_a_problem(tmp_path: Path) -> None:
 
 
 def test_lines_that_are_not_json_are_reported_by_number(tmp_path: Path) -> None:
-    lines = [train_line(50), eval_line(100, 0.3), "not json", '{"event": "eval"}', "[1, 2]", "",
-             eval_line(200, 0.9), '{"event": "train", "step": true}']
+    lines = [
+        train_line(50),
+        eval_line(100, 0.3),
+        "not json",
+        '{"event": "eval"}',
+        "[1, 2]",
+        "",
+        eval_line(200, 0.9),
+        '{"event": "train", "step": true}',
+    ]
     write_run(tmp_path / "s", "r", lines=lines)
     row = collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0]
     assert row.final[ACC] == 0.9 and len(row.curves[ACC]) == 2
-    assert row.problems == ["metrics.jsonl: 4 line(s) are not a JSON object with 'event' and an integer "
-                            "'step' (line 3, 4, 5, 8); skipped"]
+    assert row.problems == [
+        "metrics.jsonl: 4 line(s) are not a JSON object with 'event' and an integer 'step' (line 3, 4, 5, 8); skipped"
+    ]
 
 
 def test_null_eval_value_is_nan_and_never_best(tmp_path: Path) -> None:
@@ -183,15 +232,24 @@ def test_last_line_without_newline_that_parses_counts(tmp_path: Path) -> None:
 
 
 def test_status_json_wins_over_summary(tmp_path: Path) -> None:
-    write_run(tmp_path / "s", "r", state="checkpointed", summary={"attempts": 2},
-              status={"state": "requeued", "attempts": 3, "updated_at": "2026-02-02T00:00:00Z"})
+    write_run(
+        tmp_path / "s",
+        "r",
+        state="checkpointed",
+        summary={"attempts": 2},
+        status={"state": "requeued", "attempts": 3, "updated_at": "2026-02-02T00:00:00Z"},
+    )
     row = collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0]
     assert (row.state, row.attempts, row.updated_at) == ("requeued", 3, "2026-02-02T00:00:00Z")
 
 
 def test_failed_run_shows_the_cluster_layers_message(tmp_path: Path) -> None:
-    write_run(tmp_path / "s", "r", state="running",
-              status={"state": "failed", "attempts": 2, "message": "exit code 1: CUDA out of memory"})
+    write_run(
+        tmp_path / "s",
+        "r",
+        state="running",
+        status={"state": "failed", "attempts": 2, "message": "exit code 1: CUDA out of memory"},
+    )
     row = collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0]
     assert (row.state, row.attempts, row.problems) == ("failed", 2, ["failed: exit code 1: CUDA out of memory"])
 
@@ -206,8 +264,11 @@ def test_running_run_shows_its_last_eval_and_newest_step(tmp_path: Path) -> None
 
 
 def test_summary_alone_gives_final_and_best(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path / "s", "r", summary={
-        "final": {ACC: 0.85, "eval/accuracy": 0.97}, "best": {ACC: {"value": 0.86, "step": 5800}}})
+    run_dir = write_run(
+        tmp_path / "s",
+        "r",
+        summary={"final": {ACC: 0.85, "eval/accuracy": 0.97}, "best": {ACC: {"value": 0.86, "step": 5800}}},
+    )
     (run_dir / "metrics.jsonl").unlink()
     row = collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0]
     assert row.final == {ACC: 0.85, "eval/accuracy": 0.97} and row.best[ACC] == (0.86, 5800)
@@ -218,8 +279,10 @@ def test_wrong_types_in_summary_are_problems(tmp_path: Path) -> None:
     write_run(tmp_path / "s", "r", summary={"num_params": "7M", "gpu_hours": True})
     row = collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0]
     assert row.num_params is None and row.gpu_hours is None
-    assert row.problems == ["summary.json: 'num_params' should be int, got '7M'",
-                            "summary.json: 'gpu_hours' should be a number, got True"]
+    assert row.problems == [
+        "summary.json: 'num_params' should be int, got '7M'",
+        "summary.json: 'gpu_hours' should be a number, got True",
+    ]
 
 
 def test_summary_of_another_run_is_a_problem(tmp_path: Path) -> None:
@@ -231,7 +294,8 @@ def test_summary_of_another_run_is_a_problem(tmp_path: Path) -> None:
 def test_done_without_any_eval_is_a_problem(tmp_path: Path) -> None:
     write_run(tmp_path / "s", "r", lines=[train_line(100)])
     assert collect_sweep(sweep_from_folder(tmp_path / "s")).rows[0].problems == [
-        "finished without any eval in metrics.jsonl or summary.json"]
+        "finished without any eval in metrics.jsonl or summary.json"
+    ]
 
 
 def test_unknown_metric_is_reported_per_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -242,7 +306,8 @@ def test_unknown_metric_is_reported_per_run(tmp_path: Path, caplog: pytest.LogCa
     assert result.metrics[0] == "eval/exact_acc"
     assert result.row("a").problems == [
         "metric 'eval/exact_acc' is not reported by this run (did you mean 'eval/exact_accuracy'?); it "
-        "reports eval/accuracy, eval/exact_accuracy, eval/lm_loss, eval/q_halt_accuracy, eval/steps"]
+        "reports eval/accuracy, eval/exact_accuracy, eval/lm_loss, eval/q_halt_accuracy, eval/steps"
+    ]
     assert result.row("b").problems == []
     assert result.warnings == ["no run reports the metric 'eval/exact_acc'"]
     assert "no run reports the metric 'eval/exact_acc'" in caplog.text
@@ -251,8 +316,9 @@ def test_unknown_metric_is_reported_per_run(tmp_path: Path, caplog: pytest.LogCa
 def test_deltas_and_distinguishing_overrides_against_the_baseline(tmp_path: Path) -> None:
     write_run(tmp_path / "s", "baseline", evals=[(100, 0.5), (200, 0.85)])
     write_run(tmp_path / "s", "no_ema", evals=[(100, 0.4), (200, 0.775)], overrides=["ema=false"])
-    write_run(tmp_path / "s", "T2_n2", evals=[(100, 0.3)], overrides=["arch.H_cycles=3", "arch.L_cycles=2"],
-              state="running")
+    write_run(
+        tmp_path / "s", "T2_n2", evals=[(100, 0.3)], overrides=["arch.H_cycles=3", "arch.L_cycles=2"], state="running"
+    )
     result = collect_sweep(sweep_from_folder(tmp_path / "s", baseline="baseline"))
     assert [r.name for r in result.rows] == ["baseline", "T2_n2", "no_ema"]  # the baseline first
     assert result.row("baseline").delta[ACC] == 0.0 and result.row("baseline").overrides == ""
@@ -282,9 +348,11 @@ def test_baseline_without_eval_gives_no_deltas_and_a_warning(tmp_path: Path) -> 
 def test_expected_beside_measured(tmp_path: Path) -> None:
     write_run(tmp_path / "s", "baseline", evals=[(100, 0.853)])
     write_run(tmp_path / "s", "no_ema", evals=[(100, 0.80)])
-    runs = [RunEntry("baseline", tmp_path / "s" / "baseline", expected={ACC: 0.853}),
-            RunEntry("no_ema", tmp_path / "s" / "no_ema", expected_delta={ACC: -0.075}),
-            RunEntry("later", tmp_path / "s" / "later", expected_delta={"eval/ARC/pass@2": 0.1})]
+    runs = [
+        RunEntry("baseline", tmp_path / "s" / "baseline", expected={ACC: 0.853}),
+        RunEntry("no_ema", tmp_path / "s" / "no_ema", expected_delta={ACC: -0.075}),
+        RunEntry("later", tmp_path / "s" / "later", expected_delta={"eval/ARC/pass@2": 0.1}),
+    ]
     result = collect_sweep(SweepEntry("s", tmp_path, runs, baseline="baseline"))
     assert result.row("baseline").expected == {ACC: 0.853}
     assert result.row("no_ema").expected_delta == {ACC: -0.075}

@@ -37,8 +37,15 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def test_concurrent_appends_lose_no_row(tmp_path: Path) -> None:
     shared = tmp_path / "results" / "all.csv"
     workers, rounds = 4, 15
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(w), str(rounds), str(shared), str(tmp_path)],
-                              cwd=REPO, stderr=subprocess.PIPE, text=True) for w in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(w), str(rounds), str(shared), str(tmp_path)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(workers)
+    ]
     # every worker imported and waits, so their appends overlap (however slow the machine)
     wait_for("the workers to start", lambda: all((tmp_path / f"ready-{w}").exists() for w in range(workers)))
     (tmp_path / "go").touch()
@@ -60,10 +67,26 @@ def test_collector_processes_of_different_sweeps_share_one_file(tmp_path: Path) 
     (tmp_path / "runs" / "c" / "r2" / "summary.json").write_text('{"state": ')  # torn
     shared = tmp_path / "all.csv"
     tool = str(REPO / "tools" / "collect.py")
-    procs = [subprocess.Popen([sys.executable, tool, str(tmp_path / "runs" / sweep), "--out",
-                               str(tmp_path / "results"), "--append", str(shared), "--no-plots", "--quiet"],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for sweep in ("a", "b", "c")]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                tool,
+                str(tmp_path / "runs" / sweep),
+                "--out",
+                str(tmp_path / "results"),
+                "--append",
+                str(shared),
+                "--no-plots",
+                "--quiet",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for sweep in ("a", "b", "c")
+    ]
     errors = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -72,5 +95,6 @@ def test_collector_processes_of_different_sweeps_share_one_file(tmp_path: Path) 
         errors.append(err)
     assert errors[:2] == ["", ""] and errors[2].startswith("WARNING: c/r2: summary.json is not valid JSON")
     assert sorted((r["sweep"], r["name"]) for r in read_rows(shared)) == [
-        (s, r) for s in ("a", "b", "c") for r in ("r1", "r2")]
+        (s, r) for s in ("a", "b", "c") for r in ("r1", "r2")
+    ]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["a.csv", "b.csv", "c.csv"]

@@ -36,10 +36,12 @@ def ablation(root: Path) -> SweepEntry:
     write_run(s, "no_ema", evals=[(100, 0.45), (200, 0.7), (300, 0.775)], overrides=["ema=false"])
     write_run(s, "T2_n2", evals=[(100, 0.3), (200, 0.5)], overrides=["arch.L_cycles=2"], state="running")
     (write_run(s, "broken", evals=[(100, 0.2)]) / "summary.json").write_text("{")
-    runs = [RunEntry("baseline", s / "baseline", expected={ACC: 0.853}),
-            RunEntry("no_ema", s / "no_ema", expected_delta={ACC: -0.075}),
-            RunEntry("T2_n2", s / "T2_n2", expected_delta={ACC: -0.137}),
-            RunEntry("broken", s / "broken")]
+    runs = [
+        RunEntry("baseline", s / "baseline", expected={ACC: 0.853}),
+        RunEntry("no_ema", s / "no_ema", expected_delta={ACC: -0.075}),
+        RunEntry("T2_n2", s / "T2_n2", expected_delta={ACC: -0.137}),
+        RunEntry("broken", s / "broken"),
+    ]
     return SweepEntry("abl", root / "jobs" / "abl.yaml", runs, baseline="baseline")
 
 
@@ -55,12 +57,31 @@ def test_csv_has_one_row_per_run_with_deltas_and_expectations(tmp_path: Path) ->
     path = tmp_path / "results" / "abl.csv"
     write_csv(result, path)
     header, rows = read_csv(path)
-    assert header[:14] == ["sweep", "name", "overrides", "num_params", "depth", "state", "attempts", "step",
-                           "total_steps", "epoch", "wall_time_s", "gpu_hours", "eval_step", "updated_at"]
-    assert header[14:20] == [f"{ACC}:final", f"{ACC}:best", f"{ACC}:best_step", f"{ACC}:delta",
-                             f"{ACC}:expected", f"{ACC}:expected_delta"]
-    assert "eval/steps:final" in header and "eval/steps:best" not in header and header[-2:] == ["problems",
-                                                                                                "run_dir"]
+    assert header[:14] == [
+        "sweep",
+        "name",
+        "overrides",
+        "num_params",
+        "depth",
+        "state",
+        "attempts",
+        "step",
+        "total_steps",
+        "epoch",
+        "wall_time_s",
+        "gpu_hours",
+        "eval_step",
+        "updated_at",
+    ]
+    assert header[14:20] == [
+        f"{ACC}:final",
+        f"{ACC}:best",
+        f"{ACC}:best_step",
+        f"{ACC}:delta",
+        f"{ACC}:expected",
+        f"{ACC}:expected_delta",
+    ]
+    assert "eval/steps:final" in header and "eval/steps:best" not in header and header[-2:] == ["problems", "run_dir"]
     assert list(rows) == ["baseline", "no_ema", "T2_n2", "broken"]
     assert float(rows["no_ema"][f"{ACC}:final"]) == 0.775
     assert float(rows["no_ema"][f"{ACC}:delta"]) == pytest.approx(-0.075)
@@ -77,12 +98,45 @@ def test_printed_and_markdown_tables(tmp_path: Path) -> None:
     result = collect_sweep(ablation(tmp_path))
     lines = format_table(result).splitlines()
     assert lines[0] == f"abl  ({tmp_path / 'jobs' / 'abl.yaml'}; metric {ACC}; baseline baseline)"
-    assert lines[1].split() == ["name", "overrides", "params", "depth", "state", "att", "step", "epoch",
-                                "wall", "GPU-h", f"{ACC}", "final", "best", "@step", "Δ", "expected",
-                                "exp", "Δ", "problems"]
+    assert lines[1].split() == [
+        "name",
+        "overrides",
+        "params",
+        "depth",
+        "state",
+        "att",
+        "step",
+        "epoch",
+        "wall",
+        "GPU-h",
+        f"{ACC}",
+        "final",
+        "best",
+        "@step",
+        "Δ",
+        "expected",
+        "exp",
+        "Δ",
+        "problems",
+    ]
     no_ema = next(line for line in lines if line.startswith("no_ema"))
-    assert no_ema.split() == ["no_ema", "train.ema=false", "12.35k", "16", "done", "1", "300", "30.0", "2.5m",
-                              "0.2", "77.5%", "77.5%", "300", "-7.5", "-7.5"]
+    assert no_ema.split() == [
+        "no_ema",
+        "train.ema=false",
+        "12.35k",
+        "16",
+        "done",
+        "1",
+        "300",
+        "30.0",
+        "2.5m",
+        "0.2",
+        "77.5%",
+        "77.5%",
+        "300",
+        "-7.5",
+        "-7.5",
+    ]
     broken = next(line for line in lines if line.startswith("broken"))
     assert broken.endswith("...") and len(broken.split("  ")[-1].strip()) == 60
     md = format_markdown(result).splitlines()
@@ -118,8 +172,7 @@ def test_no_plot_without_evals(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_writes_csv_markdown_plots_and_prints_the_table(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_csv_markdown_plots_and_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ablation(tmp_path)
     out = tmp_path / "results"
     argv = [str(tmp_path / "runs" / "abl"), "--baseline", "baseline", "--out", str(out), "--markdown"]
@@ -134,13 +187,16 @@ def test_cli_writes_csv_markdown_plots_and_prints_the_table(tmp_path: Path,
     assert "abl: 5 runs ->" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["missing_dir"], "error: 'missing_dir' does not exist"),
-    (["runs/abl", "--baseline", "nope"], "error: runs/abl: baseline 'nope' is not a run of sweep 'abl'"),
-])
-def test_cli_bad_input_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch, argv: list[str],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["missing_dir"], "error: 'missing_dir' does not exist"),
+        (["runs/abl", "--baseline", "nope"], "error: runs/abl: baseline 'nope' is not a run of sweep 'abl'"),
+    ],
+)
+def test_cli_bad_input_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str], message: str
+) -> None:
     ablation(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
@@ -153,15 +209,24 @@ def test_shared_file_adds_then_replaces_rows_and_unions_columns(tmp_path: Path) 
     shared = tmp_path / "shared" / "all.csv"
     abl = collect_sweep(ablation(tmp_path))
     assert append_shared(shared, [abl]) == (4, 0)
-    write_run(tmp_path / "grid", "L1", overrides=["arch.L_layers=1"],
-              lines=[{"event": "eval", "step": 10, "eval/ARC/pass@2": 0.3}])
+    write_run(
+        tmp_path / "grid",
+        "L1",
+        overrides=["arch.L_layers=1"],
+        lines=[{"event": "eval", "step": 10, "eval/ARC/pass@2": 0.3}],
+    )
     grid = collect_sweep(sweep_from_folder(tmp_path / "grid", metric="eval/ARC/pass@2"))
     assert append_shared(shared, [grid, abl]) == (1, 4)
     header, _ = read_csv(shared)
     with shared.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["sweep"], r["name"]) for r in rows] == [
-        ("abl", "baseline"), ("abl", "no_ema"), ("abl", "T2_n2"), ("abl", "broken"), ("grid", "L1")]
+        ("abl", "baseline"),
+        ("abl", "no_ema"),
+        ("abl", "T2_n2"),
+        ("abl", "broken"),
+        ("grid", "L1"),
+    ]
     assert "eval/ARC/pass@2:final" in header and f"{ACC}:expected" in header
     assert rows[-1]["eval/ARC/pass@2:final"] == "0.3" and rows[-1][f"{ACC}:final"] == ""
 
@@ -181,9 +246,11 @@ def test_shared_file_refuses_foreign_or_damaged_csv(tmp_path: Path) -> None:
 
 def hold_lock(lock_file: Path, lease_s: float) -> subprocess.Popen[str]:
     """Another collector process that takes the shared file's lock and keeps it."""
-    code = (f"from filelock import SoftFileLease; import time; "
-            f"lock = SoftFileLease({str(lock_file)!r}, lease_duration={lease_s}); lock.acquire(); "
-            f"print('held', flush=True); time.sleep(60)")
+    code = (
+        f"from filelock import SoftFileLease; import time; "
+        f"lock = SoftFileLease({str(lock_file)!r}, lease_duration={lease_s}); lock.acquire(); "
+        f"print('held', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
@@ -220,14 +287,14 @@ def fake_wandb(tmp_path: Path, rc: int) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     exe = bin_dir / "wandb"
-    exe.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/wandb_calls.txt"\necho "wandb: network error" >&2\n'
-                   f"exit {rc}\n")
+    exe.write_text(
+        f'#!/bin/sh\necho "$@" >> "{tmp_path}/wandb_calls.txt"\necho "wandb: network error" >&2\nexit {rc}\n'
+    )
     exe.chmod(0o755)
     return bin_dir
 
 
-def test_wandb_sync_gets_each_runs_offline_segments_in_order(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_sync_gets_each_runs_offline_segments_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sweep = ablation(tmp_path)
     base = tmp_path / "runs" / "abl" / "baseline"
     for seg in ("offline-run-20260102_000000-abc", "offline-run-20260101_000000-abc"):  # two attempts
@@ -239,11 +306,13 @@ def test_wandb_sync_gets_each_runs_offline_segments_in_order(tmp_path: Path,
     calls = (tmp_path / "wandb_calls.txt").read_text().splitlines()
     assert calls == [
         f"sync {base}/wandb/offline-run-20260101_000000-abc {base}/wandb/offline-run-20260102_000000-abc",
-        f"sync {tmp_path}/runs/abl/no_ema/wandb/offline-run-20260101_000000-xyz"]
+        f"sync {tmp_path}/runs/abl/no_ema/wandb/offline-run-20260101_000000-xyz",
+    ]
 
 
-def test_cli_wandb_failure_keeps_the_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_wandb_failure_keeps_the_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     ablation(tmp_path)
     (tmp_path / "runs" / "abl" / "baseline" / "wandb" / "offline-run-20260101_000000-abc").mkdir(parents=True)
     monkeypatch.setenv("PATH", str(fake_wandb(tmp_path, rc=1)))

@@ -38,8 +38,7 @@ def test_spec_runs_in_spec_order_with_expectations(tmp_path: Path) -> None:
     spec = write_spec(tmp_path)
     runs = tmp_path / "runs" / "maze_ablations"
     write_run(runs, "baseline", evals=[(100, 0.5), (200, 0.85)], overrides=["epochs=60000"])
-    write_run(runs, "no_ema", evals=[(100, 0.4), (200, 0.77)], overrides=["epochs=60000", "ema=false"],
-              state="running")
+    write_run(runs, "no_ema", evals=[(100, 0.4), (200, 0.77)], overrides=["epochs=60000", "ema=false"], state="running")
     # The grid's runs were never started: a partial sweep still gives their rows.
     (result,) = collect([spec], runs_root=tmp_path / "runs")
     names = [r.name for r in result.rows]
@@ -56,8 +55,9 @@ def test_spec_runs_in_spec_order_with_expectations(tmp_path: Path) -> None:
     assert result.warnings == []
 
 
-def test_spec_cli_writes_results_named_after_the_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_spec_cli_writes_results_named_after_the_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     spec = write_spec(tmp_path)
     runs = tmp_path / "runs" / "maze_ablations"
     write_run(runs, "baseline", evals=[(100, 0.85)], overrides=["epochs=60000"])

@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_collects_what_the_trainer_wrote(tmp_path: Path, sudoku4: Path) -> None:
     runs = tmp_path / "runs" / "tiny"
-    common = [str(ROOT / "trm" / "configs" / "quickstart.yaml"), *TINY, f"data.data_paths=[{sudoku4}]",
-              f"run.root={runs}", "train.max_steps=10"]
+    common = [
+        str(ROOT / "trm" / "configs" / "quickstart.yaml"),
+        *TINY,
+        f"data.data_paths=[{sudoku4}]",
+        f"run.root={runs}",
+        "train.max_steps=10",
+    ]
     for name, extra in (("baseline", []), ("deeper", ["arch.L_cycles=3"])):
         proc = run_trainer([*common, f"run.name={name}", *extra])
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -34,7 +39,8 @@ def test_collects_what_the_trainer_wrote(tmp_path: Path, sudoku4: Path) -> None:
         assert float(row["eval/exact_accuracy:best"]) >= float(row["eval/exact_accuracy:final"])
     assert float(base["eval/exact_accuracy:delta"]) == 0.0
     assert float(deeper["eval/accuracy:delta"]) == float(deeper["eval/accuracy:final"]) - float(
-        base["eval/accuracy:final"])
+        base["eval/accuracy:final"]
+    )
     assert sorted(p.name for p in out.iterdir()) == ["tiny.csv", "tiny_curves.png", "tiny_final.png"]
 
 

@@ -11,10 +11,12 @@ from trm.config import ConfigError, config_diff, config_from_dict, config_hash, 
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SEED_COMMAND = ("arch=trm data_paths=[data/hanoi] evaluators=[] epochs=50000 eval_interval=5000 lr=1e-4 "
-                "puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 arch.mlp_t=True "
-                "arch.pos_encodings=none arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 global_batch_size=768 "
-                "+run_name=pretrain_mlp_t_hanoi ema=True").split()
+SEED_COMMAND = (
+    "arch=trm data_paths=[data/hanoi] evaluators=[] epochs=50000 eval_interval=5000 lr=1e-4 "
+    "puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 arch.mlp_t=True "
+    "arch.pos_encodings=none arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 global_batch_size=768 "
+    "+run_name=pretrain_mlp_t_hanoi ema=True"
+).split()
 
 
 def test_the_seeds_command_line_works_unchanged():
@@ -35,18 +37,21 @@ def test_yaml_then_overrides_later_wins(tmp_path):
     assert cfg.arch.hidden_size == 128 and cfg.optim.lr == 0.5 and cfg.train.ema is False
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("arch.L_layer=3", "Valid keys in 'arch': arch.H_cycles"),
-    ("nonsense=1", "Sections: arch, data, eval, log, optim, run, train"),
-    ("arch.hidden_size=1.5", "arch.hidden_size: expected int"),
-    ("optim.lr=fast", "optim.lr: expected float"),
-    ("train.ema=maybe", "train.ema: expected bool"),
-    ("arch.pos_encodings=sinusoid", "expected one of rope, learned, none"),
-    ("arch=hrm", "arch='hrm' is not supported"),
-    ("lr", "not of the form key=value"),
-    ("arch.num_heads=3", "divisible by arch.num_heads"),
-    ("train.keep_checkpoints=1", "train.keep_checkpoints must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("arch.L_layer=3", "Valid keys in 'arch': arch.H_cycles"),
+        ("nonsense=1", "Sections: arch, data, eval, log, optim, run, train"),
+        ("arch.hidden_size=1.5", "arch.hidden_size: expected int"),
+        ("optim.lr=fast", "optim.lr: expected float"),
+        ("train.ema=maybe", "train.ema: expected bool"),
+        ("arch.pos_encodings=sinusoid", "expected one of rope, learned, none"),
+        ("arch=hrm", "arch='hrm' is not supported"),
+        ("lr", "not of the form key=value"),
+        ("arch.num_heads=3", "divisible by arch.num_heads"),
+        ("train.keep_checkpoints=1", "train.keep_checkpoints must be >= 2"),
+    ],
+)
 def test_bad_values_name_the_key_and_what_is_expected(override, needle):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])

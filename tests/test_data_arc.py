@@ -26,8 +26,10 @@ def make_kaggle(folder: Path, seed: int = 0) -> Path:
     def task(num_train: int, num_test: int) -> tuple[dict, list]:
         h, w = shapes[int(rng.integers(len(shapes)))]
         pairs = [{"input": _grid(rng, h, w), "output": _grid(rng, w, h)} for _ in range(num_train + num_test)]
-        return ({"train": pairs[:num_train], "test": [{"input": p["input"]} for p in pairs[num_train:]]},
-                [p["output"] for p in pairs[num_train:]])
+        return (
+            {"train": pairs[:num_train], "test": [{"input": p["input"]} for p in pairs[num_train:]]},
+            [p["output"] for p in pairs[num_train:]],
+        )
 
     for subset, specs in (("training", [(2, 1), (3, 1), (2, 1)]), ("evaluation", [(2, 1), (3, 2)])):
         challenges, solutions = {}, {}
@@ -65,23 +67,23 @@ def test_variant_round_trip_restores_grids(tid: int) -> None:
 
 def test_encoding_frame_and_crop() -> None:
     g = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint8)
-    inputs, labels = arc.encode_pairs([(g, g)], np.array([0]), np.arange(10)[None], False,
-                                      np.random.default_rng(0))
+    inputs, labels = arc.encode_pairs([(g, g)], np.array([0]), np.arange(10)[None], False, np.random.default_rng(0))
     canvas = inputs[0, 0].reshape(30, 30)
     assert np.array_equal(canvas[:2, :3], g + 2)
     assert np.all(canvas[2, :3] == arc.EOS) and np.all(canvas[:2, 3] == arc.EOS)
     assert canvas[2, 3] == arc.PAD and canvas.sum() == (g + 2).sum() + 5
     assert np.array_equal(arc.crop(canvas), g)
     full = np.full((30, 30), 7, dtype=np.uint8)
-    assert arc.crop(arc.encode_pairs([(full, full)], np.array([0]), np.arange(10)[None], False,
-                                     np.random.default_rng(0))[0][0, 0]).shape == (30, 30)
+    assert arc.crop(
+        arc.encode_pairs([(full, full)], np.array([0]), np.arange(10)[None], False, np.random.default_rng(0))[0][0, 0]
+    ).shape == (30, 30)
 
 
 def _locate(canvas: np.ndarray) -> np.ndarray:
     """The grid inside a possibly translated canvas (the block of colour tokens)."""
     c = canvas.reshape(30, 30)
     rows, cols = np.nonzero(c >= arc.COLOUR_OFFSET)
-    return c[rows.min():rows.max() + 1, cols.min():cols.max() + 1] - arc.COLOUR_OFFSET
+    return c[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] - arc.COLOUR_OFFSET
 
 
 def test_build_splits_and_inverse_record(tmp_path: Path, kaggle: Path) -> None:
@@ -93,10 +95,14 @@ def test_build_splits_and_inverse_record(tmp_path: Path, kaggle: Path) -> None:
     assert train.meta.vocab_size == 12 and train.meta.seq_len == 900
     assert train.meta.num_puzzle_identifiers == len(names) and names[0] == "<blank>"
     assert train.num_groups == 5 and test.num_groups == 2  # 3 training tasks + 2 eval tasks' demos; 2 eval
-    challenges = {**json.loads((kaggle / "arc-agi_training_challenges.json").read_text()),
-                  **json.loads((kaggle / "arc-agi_evaluation_challenges.json").read_text())}
-    solutions = {**json.loads((kaggle / "arc-agi_training_solutions.json").read_text()),
-                 **json.loads((kaggle / "arc-agi_evaluation_solutions.json").read_text())}
+    challenges = {
+        **json.loads((kaggle / "arc-agi_training_challenges.json").read_text()),
+        **json.loads((kaggle / "arc-agi_evaluation_challenges.json").read_text()),
+    }
+    solutions = {
+        **json.loads((kaggle / "arc-agi_training_solutions.json").read_text()),
+        **json.loads((kaggle / "arc-agi_evaluation_solutions.json").read_text()),
+    }
     for split, name in ((train, "train"), (test, "test")):
         demos = np.load(out / name / "all__num_demos.npy")
         assert len(demos) == len(split.puzzle_identifiers)
@@ -134,7 +140,7 @@ def test_train_split_is_translated_but_test_is_not(tmp_path: Path, kaggle: Path)
     # one example of every train puzzle stays at the origin
     starts = corner(train.inputs)
     for p in range(len(train.puzzle_identifiers)):
-        assert starts[train.puzzle_indices[p]:train.puzzle_indices[p + 1]].any()
+        assert starts[train.puzzle_indices[p] : train.puzzle_indices[p + 1]].any()
 
 
 def test_encoder_mode_keeps_eval_demos_out_of_train(tmp_path: Path, kaggle: Path) -> None:
@@ -186,14 +192,18 @@ def _mutated_folder(kaggle: Path, edit) -> None:
     path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda t: t["train"][1]["input"].append([1]), "ragged grid"),
-    (lambda t: t["train"][0]["output"][0].__setitem__(0, 10), "colour 10 is out of range"),
-    (lambda t: t["test"][0].__setitem__("input", [[0] * 31] * 2), "larger than the 30x30"),
-    (lambda t: t["train"][0].pop("output"), "expected an object with 'input' and 'output'"),
-])
-def test_bad_task_names_file_and_task(tmp_path: Path, kaggle: Path, edit, message: str,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t["train"][1]["input"].append([1]), "ragged grid"),
+        (lambda t: t["train"][0]["output"][0].__setitem__(0, 10), "colour 10 is out of range"),
+        (lambda t: t["test"][0].__setitem__("input", [[0] * 31] * 2), "larger than the 30x30"),
+        (lambda t: t["train"][0].pop("output"), "expected an object with 'input' and 'output'"),
+    ],
+)
+def test_bad_task_names_file_and_task(
+    tmp_path: Path, kaggle: Path, edit, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     _mutated_folder(kaggle, edit)
     assert main(["arc", "--input", str(kaggle), "--num-aug", "2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -201,8 +211,9 @@ def test_bad_task_names_file_and_task(tmp_path: Path, kaggle: Path, edit, messag
     assert not (tmp_path / "o").exists()
 
 
-def test_missing_solutions_and_mismatched_counts(tmp_path: Path, kaggle: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_solutions_and_mismatched_counts(
+    tmp_path: Path, kaggle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sol = kaggle / "arc-agi_evaluation_solutions.json"
     data = json.loads(sol.read_text())
     data["eval0001"] = data["eval0001"][:1]

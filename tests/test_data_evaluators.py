@@ -140,8 +140,26 @@ def test_unknown_evaluator_lists_names(arc_data: Path) -> None:
 @pytest.mark.parametrize("encoding", ["action", "state"])
 def test_hanoi_labels_replay_to_the_goal(tmp_path: Path, encoding: str) -> None:
     out = tmp_path / "h"
-    assert main(["hanoi", "--encoding", encoding, "--train-min", "2", "--train-max", "3", "--test-min", "4",
-                 "--test-max", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "hanoi",
+                "--encoding",
+                encoding,
+                "--train-min",
+                "2",
+                "--train-max",
+                "3",
+                "--test-min",
+                "4",
+                "--test-max",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert validate_dataset(out) == []
     test = read_split(out, "test")
     assert test.meta.vocab_size == (4 + 4 if encoding == "action" else 4) and test.meta.seq_len == 32
@@ -161,8 +179,13 @@ def test_hanoi_labels_replay_to_the_goal(tmp_path: Path, encoding: str) -> None:
 def test_simulator_rules() -> None:
     s = np.array([1, 1, 2])  # disks 0 and 1 on peg 1 (0 on top), disk 2 on peg 2
     assert np.array_equal(hanoi.apply_move(s, 0, 3), [3, 1, 2])
-    for disk, dest, rule in ((1, 3, "under a smaller disk"), (2, 1, "holds a smaller disk"),
-                             (0, 1, "already on peg"), (5, 1, "does not exist"), (0, 4, "does not exist")):
+    for disk, dest, rule in (
+        (1, 3, "under a smaller disk"),
+        (2, 1, "holds a smaller disk"),
+        (0, 1, "already on peg"),
+        (5, 1, "does not exist"),
+        (0, 4, "does not exist"),
+    ):
         with pytest.raises(hanoi.IllegalMove, match=rule):
             hanoi.check_move(s, disk, dest)
     states, moves = hanoi.solve(5, 1, 3)
@@ -172,8 +195,26 @@ def test_simulator_rules() -> None:
 @pytest.mark.parametrize("encoding", ["action", "state"])
 def test_hanoi_evaluator_scores_and_legality(tmp_path: Path, encoding: str) -> None:
     out = tmp_path / "h"
-    assert main(["hanoi", "--encoding", encoding, "--train-min", "2", "--train-max", "2", "--test-min", "3",
-                 "--test-max", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "hanoi",
+                "--encoding",
+                encoding,
+                "--train-min",
+                "2",
+                "--train-max",
+                "2",
+                "--test-min",
+                "3",
+                "--test-max",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     test = read_split(out, "test")
     inputs = np.asarray(test.inputs).astype(np.int64)
     raw = np.asarray(test.labels).astype(np.int64)
@@ -196,7 +237,7 @@ def test_hanoi_evaluator_scores_and_legality(tmp_path: Path, encoding: str) -> N
             if encoding == "action":
                 preds[r, 0], preds[r, 1] = hanoi.DISK_OFFSET + big, dest
             else:
-                preds[r, :len(state)] = state
+                preds[r, : len(state)] = state
                 preds[r, big] = dest
             try:
                 hanoi.check_move(state, big, dest)

@@ -16,7 +16,7 @@ from trm.data.grids import DIHEDRAL_INVERSE, dihedral, inverse_dihedral
 def _independent_shortest(q: np.ndarray, side: int) -> int:
     """Shortest S->G moves by a plain Dijkstra-free BFS written separately from trm.data.maze."""
     g = q.reshape(side, side)
-    (sr, sc), = np.argwhere(g == maze.START)
+    ((sr, sc),) = np.argwhere(g == maze.START)
     frontier, seen, steps = {(sr, sc)}, {(sr, sc)}, 0
     while frontier:
         if any(g[r, c] == maze.GOAL for r, c in frontier):
@@ -51,8 +51,25 @@ def _assert_valid_shortest_path(q: np.ndarray, a: np.ndarray, side: int) -> None
 
 def test_generated_labels_are_shortest_paths(tmp_path: Path) -> None:
     out = tmp_path / "maze"
-    assert main(["maze", "--generate", "12", "--num-test", "8", "--size", "14", "--min-path-len", "20",
-                 "--aug", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "maze",
+                "--generate",
+                "12",
+                "--num-test",
+                "8",
+                "--size",
+                "14",
+                "--min-path-len",
+                "20",
+                "--aug",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert validate_dataset(out) == []
     train, test = read_split(out, "train"), read_split(out, "test")
     assert train.meta.vocab_size == 6 and train.meta.seq_len == 196
@@ -136,12 +153,15 @@ def test_maze_from_csv(tmp_path: Path) -> None:
             assert np.array_equal(arr[k].reshape(10, 10), dihedral(arr[0].reshape(10, 10), k))
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda q, a: (q.replace("S", " "), a.replace("S", " ")), "0 'S' cells"),
-    (lambda q, a: (q, a.replace("#", "o", 1)), "on a wall"),
-    (lambda q, a: (q[:-1] + "x", a), "contains 'x'"),
-    (lambda q, a: (q, a[:-3]), "answer has 97 characters"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda q, a: (q.replace("S", " "), a.replace("S", " ")), "0 'S' cells"),
+        (lambda q, a: (q, a.replace("#", "o", 1)), "on a wall"),
+        (lambda q, a: (q[:-1] + "x", a), "contains 'x'"),
+        (lambda q, a: (q, a[:-3]), "answer has 97 characters"),
+    ],
+)
 def test_malformed_maze_csv(tmp_path: Path, mutate, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     rows = _rows(3, 0)
     q, a = mutate(rows[1][1], rows[1][2])

@@ -18,10 +18,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("show")
-    cmds = {"sudoku": ["sudoku4x4", "--num-train", "5", "--num-test", "5", "--num-aug", "1"],
-            "maze": ["maze", "--generate", "2", "--size", "12", "--min-path-len", "10"],
-            "arc": ["arc", "--subset", "1", "--num-aug", "1"],
-            "hanoi": ["hanoi", "--train-min", "2", "--train-max", "2", "--test-min", "3", "--test-max", "3"]}
+    cmds = {
+        "sudoku": ["sudoku4x4", "--num-train", "5", "--num-test", "5", "--num-aug", "1"],
+        "maze": ["maze", "--generate", "2", "--size", "12", "--min-path-len", "10"],
+        "arc": ["arc", "--subset", "1", "--num-aug", "1"],
+        "hanoi": ["hanoi", "--train-min", "2", "--train-max", "2", "--test-min", "3", "--test-max", "3"],
+    }
     out = {}
     for kind, cmd in cmds.items():
         out[kind] = tmp / kind
@@ -29,10 +31,10 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.parametrize("kind, marker", [("sudoku", "-+-"), ("maze", "S"), ("arc", "|"),
-                                          ("hanoi", "peg 3")])
-def test_dataset_text_and_png(datasets: dict[str, Path], tmp_path: Path, kind: str, marker: str,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("kind, marker", [("sudoku", "-+-"), ("maze", "S"), ("arc", "|"), ("hanoi", "peg 3")])
+def test_dataset_text_and_png(
+    datasets: dict[str, Path], tmp_path: Path, kind: str, marker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     png = tmp_path / f"{kind}.png"
     assert show([str(datasets[kind]), "--num", "2", "--png", str(png)]) == 0
     text = capsys.readouterr().out
@@ -51,8 +53,7 @@ def _preds_file(data: Path, tmp_path: Path, corrupt: int) -> Path:
     return path
 
 
-def test_predictions_mark_errors(datasets: dict[str, Path], tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_predictions_mark_errors(datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _preds_file(datasets["sudoku"], tmp_path, corrupt=3)
     png = tmp_path / "p.png"
     assert show([str(path), "--wrong", "--png", str(png)]) == 0
@@ -62,8 +63,9 @@ def test_predictions_mark_errors(datasets: dict[str, Path], tmp_path: Path,
     assert png.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_hanoi_prediction_legality_is_reported(datasets: dict[str, Path], tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_hanoi_prediction_legality_is_reported(
+    datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     test = read_split(datasets["hanoi"], "test")
     raw = np.asarray(test.labels).astype(np.int64)
     preds = raw.copy()

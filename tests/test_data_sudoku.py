@@ -159,8 +159,7 @@ def _csv_rows(num: int, seed: int) -> list[tuple[str, str, str, str]]:
         grid = sudoku.random_grid(3, rng)
         puzzle = sudoku.minimal_puzzle(grid, 3, rng)
         rating = sudoku.solve(puzzle, 3)[1]
-        rows.append(("gen", "".join("." if v == 0 else str(v) for v in puzzle), "".join(map(str, grid)),
-                     str(rating)))
+        rows.append(("gen", "".join("." if v == 0 else str(v) for v in puzzle), "".join(map(str, grid)), str(rating)))
     return rows
 
 
@@ -174,8 +173,10 @@ def extreme_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_sudoku_from_csv_folder(extreme_like: Path, tmp_path: Path) -> None:
     out = tmp_path / "s9"
-    assert main(["sudoku", "--input-csv", str(extreme_like), "--subsample-size", "8", "--num-aug", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["sudoku", "--input-csv", str(extreme_like), "--subsample-size", "8", "--num-aug", "3", "--out", str(out)])
+        == 0
+    )
     assert validate_dataset(out) == []
     train, test = read_split(out, "train"), read_split(out, "test")
     assert train.meta.vocab_size == 11 and train.meta.seq_len == 81
@@ -193,8 +194,24 @@ def test_sudoku_min_difficulty_filters_on_rating(extreme_like: Path, tmp_path: P
     cut = sorted(ratings)[len(ratings) // 2]
     keep = sum(r >= cut for r in ratings)
     out = tmp_path / "hard"
-    assert main(["sudoku", "--input-csv", str(extreme_like), "--subsample-size", "0", "--num-aug", "0",
-                 "--min-difficulty", str(cut), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sudoku",
+                "--input-csv",
+                str(extreme_like),
+                "--subsample-size",
+                "0",
+                "--num-aug",
+                "0",
+                "--min-difficulty",
+                str(cut),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert read_split(out, "train").num_groups == keep
 
 
@@ -209,21 +226,26 @@ def test_sudoku_generate_offline(tmp_path: Path) -> None:
             assert len(sols) == 1 and np.array_equal(sols[0], a)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda r: (r[0], r[1][:80], r[2], r[3]), "question has 80 characters, expected 81"),
-    (lambda r: (r[0], "x" + r[1][1:], r[2], r[3]), "question contains 'x'"),
-    (lambda r: (r[0], r[1], r[2], "hard"), "rating 'hard' is not a number"),
-    (lambda r: (r[0], r[1], r[2][1:] + r[2][0], r[3]), "not a valid 9x9 Sudoku solution"),
-    (lambda r: (r[0], r[1]), "2 columns, expected 4"),
-])
-def test_malformed_csv_row_names_file_and_line(extreme_like: Path, tmp_path: Path, mutate, message: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: (r[0], r[1][:80], r[2], r[3]), "question has 80 characters, expected 81"),
+        (lambda r: (r[0], "x" + r[1][1:], r[2], r[3]), "question contains 'x'"),
+        (lambda r: (r[0], r[1], r[2], "hard"), "rating 'hard' is not a number"),
+        (lambda r: (r[0], r[1], r[2][1:] + r[2][0], r[3]), "not a valid 9x9 Sudoku solution"),
+        (lambda r: (r[0], r[1]), "2 columns, expected 4"),
+    ],
+)
+def test_malformed_csv_row_names_file_and_line(
+    extreme_like: Path, tmp_path: Path, mutate, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     rows = [tuple(line.split(",")) for line in (extreme_like / "train.csv").read_text().splitlines()[1:]]
     rows[2] = mutate(rows[2])
     bad = _write_csv(tmp_path / "bad.csv", rows)
     out = tmp_path / "out"
-    assert main(["sudoku", "--input-csv", str(bad), "--test-csv", str(extreme_like / "test.csv"),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["sudoku", "--input-csv", str(bad), "--test-csv", str(extreme_like / "test.csv"), "--out", str(out)]) == 2
+    )
     err = capsys.readouterr().err
     assert f"{bad}: line 4:" in err and message in err
     assert not out.exists()

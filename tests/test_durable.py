@@ -20,8 +20,18 @@ CONFIG = "trm/configs/quickstart.yaml"
 
 
 def tiny(data: Path, root: Path, name: str, *extra: str) -> list[str]:
-    return [CONFIG, *TINY, f"data_paths=[{data}]", f"run.root={root}", f"+run_name={name}", "log.log_interval=1",
-            "arch.puzzle_emb_ndim=32", "arch.puzzle_emb_len=1", "optim.puzzle_emb_lr=1e-2", *extra]
+    return [
+        CONFIG,
+        *TINY,
+        f"data_paths=[{data}]",
+        f"run.root={root}",
+        f"+run_name={name}",
+        "log.log_interval=1",
+        "arch.puzzle_emb_ndim=32",
+        "arch.puzzle_emb_len=1",
+        "optim.puzzle_emb_lr=1e-2",
+        *extra,
+    ]
 
 
 def final_state(run: Path) -> dict:
@@ -102,8 +112,7 @@ def test_sigkill_then_auto_resume_is_bit_identical(sudoku4_puzzle_emb, tmp_path,
 
 def test_signal_checkpoints_and_exits_for_requeue_then_resumes(sudoku4_puzzle_emb, tmp_path):
     """SIGUSR2 to one rank of a real 2-rank run: both agree, rank 0 saves, both exit 75; then resume."""
-    args = tiny(sudoku4_puzzle_emb, tmp_path, "pre", "train.max_steps=40", "train.epochs=40",
-                "eval.eval_interval=20")
+    args = tiny(sudoku4_puzzle_emb, tmp_path, "pre", "train.max_steps=40", "train.epochs=40", "eval.eval_interval=20")
     procs = launch_ranks(args, 2)
     for line in procs[0].stdout:
         if line.startswith("train step       6/"):
@@ -120,16 +129,27 @@ def test_signal_checkpoints_and_exits_for_requeue_then_resumes(sudoku4_puzzle_em
     run_ranks(args, 2)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["state"] == "done" and summary["step"] == 40 and summary["attempts"] == 2
-    run_ranks(tiny(sudoku4_puzzle_emb, tmp_path, "ref", "train.max_steps=40", "train.epochs=40",
-                   "eval.eval_interval=20"), 2)
+    run_ranks(
+        tiny(sudoku4_puzzle_emb, tmp_path, "ref", "train.max_steps=40", "train.epochs=40", "eval.eval_interval=20"), 2
+    )
     ref, got = final_state(tmp_path / "ref"), final_state(run)
     assert all(torch.equal(ref["model"][k], got["model"][k]) for k in ref["model"])
 
 
 def test_time_limit_checkpoints_without_a_signal(sudoku4, tmp_path):
-    res = run_trainer([CONFIG, *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}", "+run_name=tl",
-                       "train.epochs=1000", "eval.eval_interval=500", "train.time_limit_minutes=0.12",
-                       "train.time_limit_margin_minutes=0.05"])
+    res = run_trainer(
+        [
+            CONFIG,
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={tmp_path}",
+            "+run_name=tl",
+            "train.epochs=1000",
+            "eval.eval_interval=500",
+            "train.time_limit_minutes=0.12",
+            "train.time_limit_margin_minutes=0.05",
+        ]
+    )
     assert res.returncode == EXIT_REQUEUE, res.stderr[-2000:]
     assert "time limit" in res.stdout
     assert ckpt.latest(tmp_path / "tl" / "checkpoints", warn=False) is not None
@@ -137,8 +157,16 @@ def test_time_limit_checkpoints_without_a_signal(sudoku4, tmp_path):
 
 def test_a_kill_during_a_write_never_leaves_a_loadable_torn_checkpoint(sudoku4, tmp_path):
     """Checkpoint every step and SIGKILL at random moments: whatever `auto` would pick always loads whole."""
-    args = [CONFIG, *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}", "+run_name=torn",
-            "train.checkpoint_every_steps=1", "train.keep_checkpoints=2", "train.max_steps=400"]
+    args = [
+        CONFIG,
+        *TINY,
+        f"data_paths=[{sudoku4}]",
+        f"run.root={tmp_path}",
+        "+run_name=torn",
+        "train.checkpoint_every_steps=1",
+        "train.keep_checkpoints=2",
+        "train.max_steps=400",
+    ]
     rng = random.Random(0)
     for _ in range(4):
         procs = launch_ranks(args, 1)
@@ -171,8 +199,9 @@ def test_resume_modes_and_config_changes(sudoku4, tmp_path):
     (tmp_path / "c" / "config.yaml").unlink()  # only the checkpoint's own record is left to compare with
     res = run_trainer([*base, "+run_name=c", "train.max_steps=6", "optim.lr=5e-3"])
     assert res.returncode == 2 and "different config" in res.stderr and "optim.lr: 0.001 -> 0.005" in res.stderr
-    res = run_trainer([*base, "+run_name=c", "train.max_steps=6", "optim.lr=5e-3",
-                       "train.resume_ignore_config_change=true"])
+    res = run_trainer(
+        [*base, "+run_name=c", "train.max_steps=6", "optim.lr=5e-3", "train.resume_ignore_config_change=true"]
+    )
     assert res.returncode == 0 and "resumed from" in res.stdout
     path = ckpt.latest(tmp_path / "c" / "checkpoints", warn=False)
     res = run_trainer([*base, "+run_name=d", f"train.resume={path}", "train.max_steps=8", "optim.lr=5e-3"])
@@ -182,9 +211,21 @@ def test_resume_modes_and_config_changes(sudoku4, tmp_path):
 def test_checkpoints_every_few_seconds_not_only_at_evals(sudoku4, tmp_path):
     from trm.train.entry import main
 
-    rc = main([CONFIG, *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}", "+run_name=minutes",
-               "train.epochs=100", "eval.eval_interval=100", "train.max_steps=300", "train.checkpoint_every_eval=false",
-               "train.checkpoint_every_minutes=0.005", "train.keep_checkpoints=1000"])
+    rc = main(
+        [
+            CONFIG,
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={tmp_path}",
+            "+run_name=minutes",
+            "train.epochs=100",
+            "eval.eval_interval=100",
+            "train.max_steps=300",
+            "train.checkpoint_every_eval=false",
+            "train.checkpoint_every_minutes=0.005",
+            "train.keep_checkpoints=1000",
+        ]
+    )
     assert rc == 0
     steps = [s for s, _, ok in ckpt.list_checkpoints(tmp_path / "minutes" / "checkpoints") if ok]
     assert len(steps) >= 3 and steps[-1] == 300, steps

@@ -26,9 +26,16 @@ def make_dataset(root: Path, group_sizes: list[list[int]], seq_len: int = 4, voc
             puzzle_indices.append(e)
             ids.append(g + 1)
         group_indices.append(len(ids))
-    meta = Metadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab, seq_len=seq_len,
-                    num_puzzle_identifiers=len(group_sizes) + 1, total_groups=len(group_sizes),
-                    mean_puzzle_examples=e / len(ids))
+    meta = Metadata(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=vocab,
+        seq_len=seq_len,
+        num_puzzle_identifiers=len(group_sizes) + 1,
+        total_groups=len(group_sizes),
+        mean_puzzle_examples=e / len(ids),
+    )
     arr = np.stack(inputs)
     for split in ("train", "test"):
         write_split(root, split, meta, arr, arr, np.array(ids), np.array(puzzle_indices), np.array(group_indices))
@@ -46,20 +53,31 @@ def test_validator_accepts_a_good_folder_and_names_each_problem(tmp_path):
         edit(d / "train")
         return validate_dataset(d)
 
-    assert any("missing" in p and "all__labels.npy" in p
-               for p in broken("missing", lambda d: (d / "all__labels.npy").unlink()))
-    assert any("not a readable .npy" in p
-               for p in broken("corrupt", lambda d: (d / "all__inputs.npy").write_bytes(b"garbage")))
-    assert any("shape" in p and "seq_len=4" in p
-               for p in broken("shape", lambda d: np.save(d / "all__inputs.npy", np.zeros((6, 5), np.uint8))))
-    assert any("dtype float" in p
-               for p in broken("dtype", lambda d: np.save(d / "all__labels.npy", np.zeros((6, 4), np.float32))))
-    assert any("not strictly increasing" in p
-               for p in broken("order", lambda d: np.save(d / "all__puzzle_indices.npy", np.array([0, 3, 1, 6]))))
-    assert any("outside the vocabulary" in p and "example 2" in p
-               for p in broken("vocab", lambda d: np.save(d / "all__inputs.npy",
-                                                          np.where(np.arange(24).reshape(6, 4) == 9, 9, 1)
-                                                          .astype(np.uint8))))
+    assert any(
+        "missing" in p and "all__labels.npy" in p for p in broken("missing", lambda d: (d / "all__labels.npy").unlink())
+    )
+    assert any(
+        "not a readable .npy" in p for p in broken("corrupt", lambda d: (d / "all__inputs.npy").write_bytes(b"garbage"))
+    )
+    assert any(
+        "shape" in p and "seq_len=4" in p
+        for p in broken("shape", lambda d: np.save(d / "all__inputs.npy", np.zeros((6, 5), np.uint8)))
+    )
+    assert any(
+        "dtype float" in p
+        for p in broken("dtype", lambda d: np.save(d / "all__labels.npy", np.zeros((6, 4), np.float32)))
+    )
+    assert any(
+        "not strictly increasing" in p
+        for p in broken("order", lambda d: np.save(d / "all__puzzle_indices.npy", np.array([0, 3, 1, 6])))
+    )
+    assert any(
+        "outside the vocabulary" in p and "example 2" in p
+        for p in broken(
+            "vocab",
+            lambda d: np.save(d / "all__inputs.npy", np.where(np.arange(24).reshape(6, 4) == 9, 9, 1).astype(np.uint8)),
+        )
+    )
     meta_bad = broken("meta", lambda d: (d / "dataset.json").write_text("{"))
     assert any("dataset.json: not valid JSON" in p for p in meta_bad)
     assert validate_dataset(tmp_path / "nope") == [f"dataset folder '{tmp_path / 'nope'}' does not exist"]
@@ -132,10 +150,12 @@ def test_check_data_cli_reports_problems_and_exit_code(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     good = make_dataset(tmp_path / "good", [[1, 2], [3]])
-    res = subprocess.run([sys.executable, str(root / "tools" / "check_data.py"), str(good)], capture_output=True,
-                         text=True)
+    res = subprocess.run(
+        [sys.executable, str(root / "tools" / "check_data.py"), str(good)], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "train: ok: 6 examples, 3 puzzles, 2 groups" in res.stdout
     (good / "test" / "all__group_indices.npy").unlink()
-    res = subprocess.run([sys.executable, str(root / "tools" / "check_data.py"), str(good)], capture_output=True,
-                         text=True)
+    res = subprocess.run(
+        [sys.executable, str(root / "tools" / "check_data.py"), str(good)], capture_output=True, text=True
+    )
     assert res.returncode == 1 and "all__group_indices.npy: missing" in res.stdout

@@ -62,9 +62,7 @@ def test_requeue_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert DelayedSubmission.load(env.paths.submitted_pickle)._timeout_countdown == 1
     with pytest.raises(SystemExit):
         job._requeue(env, elapsed_s=3500)  # at the time limit: one timeout used
-    assert (
-        env.requeued == [1, 0] and DelayedSubmission.load(env.paths.submitted_pickle)._timeout_countdown == 0
-    )
+    assert env.requeued == [1, 0] and DelayedSubmission.load(env.paths.submitted_pickle)._timeout_countdown == 0
     status = read_status(run_dir)
     assert (status["state"], status["preemptions"], status["timeouts"]) == ("requeued", 1, 1)
     # no timeouts left: failed, not requeued; the message counts both time-outs (issue 9: it said "1 times")
@@ -114,8 +112,7 @@ def test_local_executor_preemption_restarts_and_resumes(tmp_path: Path, repo_sud
     executor = make_executor(LOCAL, tmp_path / "logs", Resources(cpus_per_task=1, time="10"), REPO, "s.a")
     job = executor.submit(TrainJob(run.run_dir))
     log = run.run_dir / "train.log"
-    wait_for("a checkpoint to resume from", lambda: any((run.run_dir / "checkpoints").glob("*/COMPLETE")),
-             timeout=180)
+    wait_for("a checkpoint to resume from", lambda: any((run.run_dir / "checkpoints").glob("*/COMPLETE")), timeout=180)
     tasks = _children(int(job.job_id))  # the controller's task: bash exec'd into python
     assert len(tasks) == 1
     os.kill(tasks[0], signal.SIGUSR2)  # what the scheduler's warning would send

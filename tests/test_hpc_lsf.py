@@ -78,10 +78,7 @@ def test_bjobs_rows_map_to_submitit_states() -> None:
 def test_submission_output_and_job_references() -> None:
     noisy = "<<Waiting for dispatch ...>>\nJob <4711> is submitted to queue <gpuv100>.\n"
     assert LsfExecutor._get_job_id_from_submission_command(noisy) == "4711"
-    assert (
-        LsfExecutor._get_job_id_from_submission_command(b"Job <12> is submitted to default queue <normal>.")
-        == "12"
-    )
+    assert LsfExecutor._get_job_id_from_submission_command(b"Job <12> is submitted to default queue <normal>.") == "12"
     with pytest.raises(submitit.core.utils.FailedSubmissionError):
         LsfExecutor._get_job_id_from_submission_command("gpux: No such queue. Job not submitted.")
     assert lsf_job_ref("4711") == "4711" and lsf_job_ref("4711_3") == "4711[3]"
@@ -113,9 +110,7 @@ def test_plugin_is_found_through_entry_points(lsf_plugin: None, tmp_path: Path) 
         os.environ.update(SUBMITIT_EXECUTOR="lsf", LSB_JOBID="5", TRM_LSF_NTASKS="1")
         print(type(submitit.JobEnvironment()).__name__)
     """)
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split("\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert "lsf" in out[0] and out[1] == "LsfJobEnvironment"
 
 
@@ -202,9 +197,7 @@ def test_suspended_purged_and_killed_jobs(lsf_shims: Path, tmp_path: Path) -> No
     assert missing.returncode != 0 and "No matching job found" in missing.stderr
 
 
-def _spec(
-    tmp_path: Path, runs: str, steps: int, every: int, resources: str = "{time: 10}", **profile: object
-) -> Path:
+def _spec(tmp_path: Path, runs: str, steps: int, every: int, resources: str = "{time: 10}", **profile: object) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(
         textwrap.dedent(f"""\
@@ -222,12 +215,8 @@ def _spec(
 
 @pytest.mark.slurm
 def test_unknown_queue_is_refused_verbatim(lsf_shims: Path, tmp_path: Path) -> None:
-    sweep = load_sweep(
-        _spec(tmp_path, "[a]", 5, 0, "{time: 10, queue: nosuchqueue}"), runs_root=tmp_path / "runs"
-    )
-    with pytest.raises(
-        SubmitError, match=r"refused run\(s\) a:\n.*nosuchqueue: No such queue. Job not submitted."
-    ):
+    sweep = load_sweep(_spec(tmp_path, "[a]", 5, 0, "{time: 10, queue: nosuchqueue}"), runs_root=tmp_path / "runs")
+    with pytest.raises(SubmitError, match=r"refused run\(s\) a:\n.*nosuchqueue: No such queue. Job not submitted."):
         submit_sweep(sweep, data_check=False, say=lambda _: None)
     assert not (tmp_path / "runs" / "tiny" / "a").exists()
 
@@ -250,9 +239,7 @@ def test_warning_signal_checkpoints_requeues_and_resumes(
     assert status["state"] == "done" and status["attempts"] == 2 and status["job_ids"] == [job_id], status
     assert "resumed from" in (run.run_dir / "train.log").read_text()
     assert json.loads((run.run_dir / "summary.json").read_text())["step"] == 60
-    wait_for(
-        "bjobs to say DONE", lambda: job_states(sweep.profile, [job_id]) == {job_id: "COMPLETED"}, timeout=60
-    )
+    wait_for("bjobs to say DONE", lambda: job_states(sweep.profile, [job_id]) == {job_id: "COMPLETED"}, timeout=60)
     assert os.environ.get("SUBMITIT_EXECUTOR") is None  # nothing leaked into the test process
 
 
@@ -266,15 +253,11 @@ def test_two_ranks_in_one_lsf_job(lsf_shims: Path, tmp_path: Path, repo_sudoku4:
     )
     job_id = submit_sweep(sweep, say=lambda _: None).submitted["ddp"]
     run = sweep.run("ddp")
-    wait_for(
-        "the 2-rank run", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300
-    )
+    wait_for("the 2-rank run", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300)
     assert read_status(run.run_dir)["state"] == "done", read_status(run.run_dir)
     assert json.loads((run.run_dir / "summary.json").read_text())["world_size"] == 2
     logs = tmp_path / "runs" / "tiny" / "logs"
-    assert (logs / f"{job_id}_0_log.out").exists() and (
-        logs / f"{job_id}_1_log.out"
-    ).exists()  # submitit's names
+    assert (logs / f"{job_id}_0_log.out").exists() and (logs / f"{job_id}_1_log.out").exists()  # submitit's names
 
 
 @pytest.mark.slurm

@@ -31,9 +31,7 @@ def test_three_runners_run_every_line_exactly_once(tmp_path: Path) -> None:
     lines = [f"[ ] echo {i} >> out.txt; sleep 0.05" for i in range(12)]
     jobs = tmp_path / "jobs.txt"
     jobs.write_text("# twelve lines\n" + "\n".join(lines) + "\n")
-    runners = [
-        subprocess.Popen([*QUEUE, str(jobs), "--gpu", str(k)], stdout=subprocess.DEVNULL) for k in range(3)
-    ]
+    runners = [subprocess.Popen([*QUEUE, str(jobs), "--gpu", str(k)], stdout=subprocess.DEVNULL) for k in range(3)]
     assert [r.wait(timeout=limit(120)) for r in runners] == [0, 0, 0]
     assert sorted(int(x) for x in (tmp_path / "out.txt").read_text().split()) == list(range(12))
     assert [j.state for j in parse_jobs_text(jobs.read_text())] == ["done"] * 12

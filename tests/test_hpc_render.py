@@ -123,9 +123,7 @@ def test_profile_variants_change_directives(tmp_path: Path) -> None:
     assert "#SBATCH --gres=gpu:2" in text and "--gpus-per-node" not in text
     assert "#SBATCH --account=proj-42" in text and "#SBATCH --qos=high" in text
     assert "#SBATCH --mem=1536M" in text and "#SBATCH --partition=a100" in text
-    per_job = dataclasses.replace(
-        load_profile("env/dtu-lsf.yaml", REPO), mem_per_slot=False, lsf_requeue="brequeue"
-    )
+    per_job = dataclasses.replace(load_profile("env/dtu-lsf.yaml", REPO), mem_per_slot=False, lsf_requeue="brequeue")
     lsf = render_script(dataclasses.replace(request("env/dtu-lsf.yaml"), profile=per_job))
     assert '#BSUB -R "rusage[mem=64GB]"' in lsf and "#BSUB -Q" not in lsf
     assert "export TRM_LSF_REQUEUE=brequeue" in lsf

@@ -77,9 +77,7 @@ def dataset(repo_sudoku4: Path) -> Path:
 
 def test_rendered_script_runs_arrays_and_chunks(slurm_cluster: LocalSlurm, tmp_path: Path) -> None:
     prof = load_profile(write_profile(tmp_path), REPO)
-    ex = make_executor(
-        prof, tmp_path / "logs", Resources(cpus_per_task=1, mem_gb=0.5, time="5"), REPO, "adds"
-    )
+    ex = make_executor(prof, tmp_path / "logs", Resources(cpus_per_task=1, mem_gb=0.5, time="5"), REPO, "adds")
     job = ex.submit(operator.add, 2, 3)  # pickled by reference: importable on the node
     assert job.result() == 5
     script = job.paths.submission_file.read_text()
@@ -115,9 +113,7 @@ def test_missing_dataset_and_existing_runs_are_refused(slurm_cluster: LocalSlurm
     spec = write_spec(tmp_path, "[a]")
     spec.write_text(spec.read_text().replace(str(DATA), str(tmp_path / "no-data")))
     sweep = load_sweep(spec, runs_root=tmp_path / "runs")
-    with pytest.raises(
-        SubmitError, match=r"dataset\(s\) not found: .*no-data \(runs a\).*Nothing was submitted"
-    ):
+    with pytest.raises(SubmitError, match=r"dataset\(s\) not found: .*no-data \(runs a\).*Nothing was submitted"):
         submit_sweep(sweep, say=lambda _: None)
     (tmp_path / "runs" / "tiny" / "a").mkdir(parents=True)
     (tmp_path / "runs" / "tiny" / "a" / "summary.json").write_text("{}")
@@ -166,9 +162,7 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(
 ) -> None:
     import torch
 
-    sweep = load_sweep(
-        write_spec(tmp_path, "[straight, preempted]", steps=60, every=5), runs_root=tmp_path / "runs"
-    )
+    sweep = load_sweep(write_spec(tmp_path, "[straight, preempted]", steps=60, every=5), runs_root=tmp_path / "runs")
     result = submit_sweep(sweep, array=False, say=lambda _: None)
     victim = sweep.run("preempted")
     job_id = result.submitted["preempted"]
@@ -192,31 +186,23 @@ def test_preempted_job_requeues_resumes_and_matches_uninterrupted(
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_through_submitit_tasks(
-    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
-) -> None:
+def test_two_gloo_ranks_through_submitit_tasks(slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path) -> None:
     sweep = load_sweep(
         write_spec(tmp_path, "[ddp]", resources="{time: 10, tasks_per_node: 2, cpus_per_task: 1}"),
         runs_root=tmp_path / "runs",
     )
     submit_sweep(sweep, say=lambda _: None)
     run = sweep.run("ddp")
-    wait_for(
-        "the 2-rank run", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300
-    )
+    wait_for("the 2-rank run", lambda: read_status(run.run_dir).get("state") in ("done", "failed"), timeout=300)
     assert read_status(run.run_dir)["state"] == "done", read_status(run.run_dir)
     assert json.loads((run.run_dir / "summary.json").read_text())["world_size"] == 2
 
 
 def test_cancelled_job_is_seen_as_finished(slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path) -> None:
     prof = load_profile(write_profile(tmp_path), REPO)
-    ex = make_executor(
-        prof, tmp_path / "logs", Resources(cpus_per_task=1, mem_gb=0.5, time="5"), REPO, "sleeper"
-    )
+    ex = make_executor(prof, tmp_path / "logs", Resources(cpus_per_task=1, mem_gb=0.5, time="5"), REPO, "sleeper")
     job = ex.submit(time.sleep, 120)
-    wait_for(
-        "the job to run", lambda: job_states(prof, [job.job_id]).get(job.job_id) == "RUNNING", timeout=60
-    )
+    wait_for("the job to run", lambda: job_states(prof, [job.job_id]).get(job.job_id) == "RUNNING", timeout=60)
     cancel_jobs(prof, [job.job_id])
     wait_for("CANCELLED", lambda: job_states(prof, [job.job_id]).get(job.job_id) == "CANCELLED", timeout=60)
     with pytest.raises(submitit.core.utils.UncompletedJobError):
@@ -232,13 +218,9 @@ def _tool(name: str):  # noqa: ANN202
     return module
 
 
-def test_jobs_txt_goes_out_and_its_lines_are_marked(
-    slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path
-) -> None:
+def test_jobs_txt_goes_out_and_its_lines_are_marked(slurm_cluster: LocalSlurm, tmp_path: Path, dataset: Path) -> None:
     jobs = tmp_path / "jobs.txt"
-    cmd = (
-        f"python tools/train.py {REPO / 'trm/configs/quickstart.yaml'} data_paths=[{DATA}] train.max_steps=3"
-    )
+    cmd = f"python tools/train.py {REPO / 'trm/configs/quickstart.yaml'} data_paths=[{DATA}] train.max_steps=3"
     jobs.write_text(f"# two lines\n[ ] {cmd} run.name=one\n[x] {cmd} run.name=old\n[ ] {cmd} run.name=two\n")
     argv = [
         str(jobs),
@@ -260,9 +242,7 @@ def test_jobs_txt_goes_out_and_its_lines_are_marked(
     for name in ("one", "two"):
         assert read_status(tmp_path / "runs" / "jobs" / name)["state"] in ("pending", "running", "done")
     assert _tool("submit").main(argv) == 0  # nothing pending any more: nothing submitted twice
-    cancel_jobs(
-        load_profile(write_profile(tmp_path), REPO), [line.rsplit(":", 1)[1][:-1] for line in lines[1::2]]
-    )
+    cancel_jobs(load_profile(write_profile(tmp_path), REPO), [line.rsplit(":", 1)[1][:-1] for line in lines[1::2]])
 
 
 def test_cancel_one_run_then_resume_it(
@@ -355,9 +335,19 @@ def test_slurm_preemption_by_requeue_resumes_from_the_term_checkpoint(
     wait_for("a first checkpoint", lambda: has_checkpoint(run.run_dir), timeout=180, every=0.2)
     # A job of the higher-priority partition that needs the whole node preempts the run.
     urgent = subprocess.run(
-        ["sbatch", "--parsable", f"--partition={URGENT_PARTITION}", f"--cpus-per-task={slurm_cluster.ncpus}",
-         "--mem=1G", "--output=/dev/null", "--wrap", "sleep 3"],
-        capture_output=True, text=True, check=True,
+        [
+            "sbatch",
+            "--parsable",
+            f"--partition={URGENT_PARTITION}",
+            f"--cpus-per-task={slurm_cluster.ncpus}",
+            "--mem=1G",
+            "--output=/dev/null",
+            "--wrap",
+            "sleep 3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     wait_for("the preemption", lambda: read_status(run.run_dir).get("preemptions", 0) >= 1, timeout=120)
     wait_for("running again", lambda: read_status(run.run_dir).get("attempts", 0) >= 2, timeout=180)
@@ -387,8 +377,9 @@ def test_grid_sweep_trains_and_both_summaries_read_back(
     assert [r.name for r in sweep.runs] == ["L_layers=1,L_cycles=1", "L_layers=1,L_cycles=2"]
     submit_sweep(sweep, say=lambda _: None)
     for run in sweep.runs:
-        wait_for(f"{run.name} to end", lambda r=run: read_status(r.run_dir).get("state") in ("done", "failed"),
-                 timeout=300)
+        wait_for(
+            f"{run.name} to end", lambda r=run: read_status(r.run_dir).get("state") in ("done", "failed"), timeout=300
+        )
         assert read_status(run.run_dir)["state"] == "done", read_status(run.run_dir)
         summary = json.loads((run.run_dir / "summary.json").read_text())
         assert summary["run_name"] == run.name and summary["step"] == summary["total_steps"] == 4
@@ -448,8 +439,12 @@ def test_time_limit_requeues_within_the_budget_and_counts_the_time_outs(
     sweep = load_sweep(spec, runs_root=tmp_path / "runs")
     job_id = submit_sweep(sweep, say=lambda _: None).submitted["slow"]
     run = sweep.run("slow")
-    wait_for("the end", lambda: read_status(run.run_dir).get("state") in ("failed", "done", "cancelled"),
-             timeout=400, every=1)
+    wait_for(
+        "the end",
+        lambda: read_status(run.run_dir).get("state") in ("failed", "done", "cancelled"),
+        timeout=400,
+        every=1,
+    )
     status = read_status(run.run_dir)
     assert status["state"] == "failed" and status["timeouts"] == 2 and status["attempts"] == 2, status
     assert status["message"].startswith("timed out at step ") and "2 time-out(s)" in status["message"], status

@@ -64,9 +64,7 @@ def test_shipped_specs_load_and_render(
     for script in scripts:
         subprocess.run(["bash", "-n", str(script)], check=True)
         assert f"rendered from templates/{scheduler}.sh.j2" in script.read_text()
-    assert not any(
-        (tmp_path / "runs" / sweep.name / r.name).exists() for r in sweep.runs
-    )  # nothing submitted
+    assert not any((tmp_path / "runs" / sweep.name / r.name).exists() for r in sweep.runs)  # nothing submitted
 
 
 def test_maze_ablations_are_the_seeds_five_runs(tmp_path: Path) -> None:
@@ -122,9 +120,7 @@ def test_status_table_reads_run_directories(tmp_path: Path, capsys: pytest.Captu
     spec = REPO / "jobs/maze_ablations.yaml"
     sweep = load_sweep(spec, runs_root=tmp_path, profile="local")
     done = _run_dir(sweep, "baseline")
-    update_status(
-        done, state="done", add_job_id="11", add_log_path="/logs/11_0_log.out", preemptions=2, attempts=3
-    )
+    update_status(done, state="done", add_job_id="11", add_log_path="/logs/11_0_log.out", preemptions=2, attempts=3)
     (done / "summary.json").write_text(
         json.dumps(
             {
@@ -151,9 +147,7 @@ def test_status_table_reads_run_directories(tmp_path: Path, capsys: pytest.Captu
     )
     rows = {r.run: r for r in sweep_rows(sweep)}
     assert rows["baseline"].display_state == "done, preempted x2" and rows["baseline"].metric == 0.8612
-    assert (
-        rows["no_ema"].state == "failed" and "ended as COMPLETED without finishing" in rows["no_ema"].message
-    )
+    assert rows["no_ema"].state == "failed" and "ended as COMPLETED without finishing" in rows["no_ema"].message
     assert rows["no_ema"].metric == 0.5
     assert rows["T2_n2"].state == "not submitted"
     table = format_table(list(rows.values()), sweep.metric)

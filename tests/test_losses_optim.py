@@ -34,8 +34,15 @@ def test_softmax_cross_entropy_ignores_masked_labels():
 def _carry(labels: torch.Tensor, halted: list[bool], steps: list[int]) -> Carry:
     B, L = labels.shape
     z = torch.zeros(B, L, 2)
-    return Carry(z, z, torch.tensor(steps, dtype=torch.int32), torch.tensor(halted), labels.int(), labels,
-                 torch.zeros(B, dtype=torch.int32))
+    return Carry(
+        z,
+        z,
+        torch.tensor(steps, dtype=torch.int32),
+        torch.tensor(halted),
+        labels.int(),
+        labels,
+        torch.zeros(B, dtype=torch.int32),
+    )
 
 
 def test_act_loss_weights_and_metrics_follow_the_reference():
@@ -77,8 +84,9 @@ def test_adam_atan2_follows_the_update_rule():
         w.grad = torch.tensor([g, 2 * g], dtype=torch.float64)
         opt.step()
     assert w[0].item() == pytest.approx(_adam_atan2_reference(0.5, grads, 0.01, 0.9, 0.95, 0.1), rel=1e-12)
-    assert w[1].item() == pytest.approx(_adam_atan2_reference(-0.25, [2 * g for g in grads], 0.01, 0.9, 0.95, 0.1),
-                                        rel=1e-12)
+    assert w[1].item() == pytest.approx(
+        _adam_atan2_reference(-0.25, [2 * g for g in grads], 0.01, 0.9, 0.95, 0.1), rel=1e-12
+    )
     state = opt.state_dict()
     opt2 = AdamATan2([torch.nn.Parameter(w.detach().clone())], lr=0.01)
     opt2.load_state_dict(state)

@@ -17,15 +17,18 @@ def build(vocab: int, seq_len: int, **arch) -> TRM:
     return TRM(ArchConfig(**arch), vocab, seq_len, num_puzzle_ids=1, local_batch_size=4, dtype=torch.float32)
 
 
-@pytest.mark.parametrize("name,vocab,seq_len,arch,expected", [
-    # The paper's Sudoku TRM-MLP: 5,028,866 (the reference notes; Table 1's "5M").
-    ("sudoku-mlp", 11, 81, dict(mlp_t=True, pos_encodings="none", L_layers=2), 5_028_866),
-    # Table 1's "w/ 4 layers, n=3": four 2,508,288-parameter blocks ("10M").
-    ("sudoku-mlp-4-layers", 11, 81, dict(mlp_t=True, pos_encodings="none", L_layers=4, L_cycles=3), 10_045_442),
-    # Maze TRM-Att: two 3,407,872-parameter blocks + embeddings and heads ("7M").
-    ("maze-att", 6, 900, dict(L_layers=2, L_cycles=4), 6_822_914),
-    ("maze-att-4-layers", 6, 900, dict(L_layers=4, L_cycles=3), 13_638_658),
-])
+@pytest.mark.parametrize(
+    "name,vocab,seq_len,arch,expected",
+    [
+        # The paper's Sudoku TRM-MLP: 5,028,866 (the reference notes; Table 1's "5M").
+        ("sudoku-mlp", 11, 81, dict(mlp_t=True, pos_encodings="none", L_layers=2), 5_028_866),
+        # Table 1's "w/ 4 layers, n=3": four 2,508,288-parameter blocks ("10M").
+        ("sudoku-mlp-4-layers", 11, 81, dict(mlp_t=True, pos_encodings="none", L_layers=4, L_cycles=3), 10_045_442),
+        # Maze TRM-Att: two 3,407,872-parameter blocks + embeddings and heads ("7M").
+        ("maze-att", 6, 900, dict(L_layers=2, L_cycles=4), 6_822_914),
+        ("maze-att-4-layers", 6, 900, dict(L_layers=4, L_cycles=3), 13_638_658),
+    ],
+)
 def test_parameter_counts_match_the_reference(name, vocab, seq_len, arch, expected):
     assert count_parameters(build(vocab, seq_len, **arch)) == expected, name
 
@@ -71,8 +74,12 @@ def test_heads_and_states_are_initialised_as_the_reference():
     assert abs(inner.embed_tokens.embedding_weight.std().item() - 1 / math.sqrt(512)) < 0.003
     assert inner.prefix == 16
     keys = set(m.state_dict())
-    assert {"inner.H_init", "inner.L_init", "inner.puzzle_emb.weights",
-            "inner.L_level.layers.0.self_attn.qkv_proj.weight"} <= keys
+    assert {
+        "inner.H_init",
+        "inner.L_init",
+        "inner.puzzle_emb.weights",
+        "inner.L_level.layers.0.self_attn.qkv_proj.weight",
+    } <= keys
     assert "inner.puzzle_emb.local_weights" not in keys
 
 
@@ -122,8 +129,9 @@ def test_q_continue_variant_trains():
     """The paper's "w/ ACT" ablation: the reference's TRM file crashes on this path."""
     from trm.train.losses import act_loss
 
-    m = build(5, 6, hidden_size=16, num_heads=2, puzzle_emb_ndim=0, puzzle_emb_len=0, halt_max_steps=3,
-              no_ACT_continue=False)
+    m = build(
+        5, 6, hidden_size=16, num_heads=2, puzzle_emb_ndim=0, puzzle_emb_len=0, halt_max_steps=3, no_ACT_continue=False
+    )
     with torch.no_grad():  # at init both logits are constants and the bootstrap target equals them
         m.inner.q_head.weight.normal_(0, 0.5)
     m.train()

@@ -190,8 +190,12 @@ def test_prefetcher_keeps_every_field_of_a_few_shot_batch():
 
     b, k, n = 2, 3, 4
     batch = FewShotBatch(
-        torch.zeros(b, n, dtype=torch.int32), torch.zeros(b, n), torch.zeros(b, dtype=torch.int32),
-        torch.ones(b, dtype=torch.bool), torch.ones(b, k, n, dtype=torch.int32), torch.ones(b, k, n, dtype=torch.int32),
+        torch.zeros(b, n, dtype=torch.int32),
+        torch.zeros(b, n),
+        torch.zeros(b, dtype=torch.int32),
+        torch.ones(b, dtype=torch.bool),
+        torch.ones(b, k, n, dtype=torch.int32),
+        torch.ones(b, k, n, dtype=torch.int32),
         torch.ones(b, k, dtype=torch.bool),
     )
     tensors = _tensors(batch)

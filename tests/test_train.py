@@ -21,8 +21,17 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def test_a_short_run_leaves_a_complete_run_directory(sudoku4, tmp_path):
-    rc = main([str(Path("trm/configs/quickstart.yaml")), *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}",
-               "+run_name=short", "train.max_steps=12", "eval.save_predictions=10"])
+    rc = main(
+        [
+            str(Path("trm/configs/quickstart.yaml")),
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={tmp_path}",
+            "+run_name=short",
+            "train.max_steps=12",
+            "eval.save_predictions=10",
+        ]
+    )
     assert rc == 0
     run = tmp_path / "short"
     summary = json.loads((run / "summary.json").read_text())
@@ -41,8 +50,19 @@ def test_a_short_run_leaves_a_complete_run_directory(sudoku4, tmp_path):
 
 def test_quick_learning_on_4x4_sudoku(sudoku4, tmp_path):
     """Not the 5-minute quick start (bench/quickstart.py measures that): a sign of life in a few seconds."""
-    rc = main(["trm/configs/quickstart.yaml", *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}",
-               "+run_name=learn", "train.epochs=20", "eval.eval_interval=10", "optim.lr=3e-3", "train.ema=false"])
+    rc = main(
+        [
+            "trm/configs/quickstart.yaml",
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={tmp_path}",
+            "+run_name=learn",
+            "train.epochs=20",
+            "eval.eval_interval=10",
+            "optim.lr=3e-3",
+            "train.ema=false",
+        ]
+    )
     assert rc == 0
     evals = [e for e in read_metrics(tmp_path / "learn") if e["event"] == "eval"]
     trains = [e for e in read_metrics(tmp_path / "learn") if e["event"] == "train"]
@@ -51,9 +71,19 @@ def test_quick_learning_on_4x4_sudoku(sudoku4, tmp_path):
 
 
 def golden_trace(sudoku4: Path, root: Path) -> list[float]:
-    rc = main(["trm/configs/quickstart.yaml", *TINY, f"data_paths=[{sudoku4}]", f"run.root={root}",
-               "+run_name=golden", "train.max_steps=30", "log.log_interval=1", "train.seed=7",
-               "train.checkpoint_every_eval=false"])
+    rc = main(
+        [
+            "trm/configs/quickstart.yaml",
+            *TINY,
+            f"data_paths=[{sudoku4}]",
+            f"run.root={root}",
+            "+run_name=golden",
+            "train.max_steps=30",
+            "log.log_interval=1",
+            "train.seed=7",
+            "train.checkpoint_every_eval=false",
+        ]
+    )
     assert rc == 0
     return [e["train/loss"] for e in read_metrics(root / "golden") if e["event"] == "train"]
 
@@ -83,14 +113,16 @@ def _fails_cleanly(res, *needles: str) -> None:
 
 def test_bad_input_gives_one_clear_error(sudoku4, tmp_path):
     base = ["trm/configs/quickstart.yaml", *TINY, f"run.root={tmp_path}", "train.max_steps=2"]
-    _fails_cleanly(run_trainer([*base, "data_paths=[/no/such/folder]", "+run_name=a"]), "/no/such/folder",
-                   "does not exist")
-    _fails_cleanly(run_trainer([*base, f"data_paths=[{sudoku4}]", "arch.L_layer=3"]), "arch.L_layer",
-                   "arch.L_layers")
-    _fails_cleanly(run_trainer([*base, f"data_paths=[{sudoku4}]", "arch.hidden_size=big"]), "arch.hidden_size",
-                   "expected int")
-    _fails_cleanly(run_trainer([*base, f"data_paths=[{sudoku4}]", "train.device=tpu"]), "train.device",
-                   "auto, cuda, mps, cpu")
+    _fails_cleanly(
+        run_trainer([*base, "data_paths=[/no/such/folder]", "+run_name=a"]), "/no/such/folder", "does not exist"
+    )
+    _fails_cleanly(run_trainer([*base, f"data_paths=[{sudoku4}]", "arch.L_layer=3"]), "arch.L_layer", "arch.L_layers")
+    _fails_cleanly(
+        run_trainer([*base, f"data_paths=[{sudoku4}]", "arch.hidden_size=big"]), "arch.hidden_size", "expected int"
+    )
+    _fails_cleanly(
+        run_trainer([*base, f"data_paths=[{sudoku4}]", "train.device=tpu"]), "train.device", "auto, cuda, mps, cpu"
+    )
     _fails_cleanly(run_trainer([*base, f"data_paths=[{sudoku4}]", "train.device=cuda"]), "no CUDA device")
     _fails_cleanly(run_trainer(["no/such/config.yaml"]), "no/such/config.yaml")
     broken = tmp_path / "broken"
@@ -106,6 +138,9 @@ def test_an_existing_run_is_never_overwritten(sudoku4, tmp_path):
     assert main([*base, "train.max_steps=3"]) == 0
     summary = (tmp_path / "r" / "summary.json").read_text()
     _fails_cleanly(run_trainer([*base, "train.max_steps=3", "train.resume=false"]), "already holds a run")
-    _fails_cleanly(run_trainer([*base, "train.max_steps=3", "arch.hidden_size=48"]), "different config",
-                   "arch.hidden_size: 32 -> 48")
+    _fails_cleanly(
+        run_trainer([*base, "train.max_steps=3", "arch.hidden_size=48"]),
+        "different config",
+        "arch.hidden_size: 32 -> 48",
+    )
     assert (tmp_path / "r" / "summary.json").read_text() == summary

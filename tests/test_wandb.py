@@ -10,10 +10,20 @@ SECRET = "trm-test-secret-0123456789abcdef0123456789"
 
 
 def test_offline_wandb_run_is_resumed_under_the_same_id_and_never_stores_the_key(sudoku4, tmp_path):
-    args = ["trm/configs/quickstart.yaml", *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}", "+run_name=wb",
-            "log.wandb=offline"]
-    env = {"WANDB_API_KEY": SECRET, "WANDB_DIR": "", "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-           "WANDB_CONFIG_DIR": str(tmp_path / "config")}
+    args = [
+        "trm/configs/quickstart.yaml",
+        *TINY,
+        f"data_paths=[{sudoku4}]",
+        f"run.root={tmp_path}",
+        "+run_name=wb",
+        "log.wandb=offline",
+    ]
+    env = {
+        "WANDB_API_KEY": SECRET,
+        "WANDB_DIR": "",
+        "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+    }
     first = run_trainer([*args, "train.max_steps=6"], env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     run = tmp_path / "wb"

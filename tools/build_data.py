@@ -1,7 +1,7 @@
 """Build a dataset under data/ (see trm/data/build.py for every dataset and option).
 
-    python tools/build_data.py sudoku4x4
-    python tools/build_data.py --help
+python tools/build_data.py sudoku4x4
+python tools/build_data.py --help
 """
 
 import sys

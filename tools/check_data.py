@@ -20,8 +20,10 @@ def main(paths: list[str]) -> int:
         return 0
     options = [p for p in paths if p.startswith("-")]
     if options:
-        print(f"check_data: error: unknown option {options[0]}; usage: tools/check_data.py DATASET_FOLDER [...]",
-              file=sys.stderr)
+        print(
+            f"check_data: error: unknown option {options[0]}; usage: tools/check_data.py DATASET_FOLDER [...]",
+            file=sys.stderr,
+        )
         return 2
     bad = 0
     for path in paths:
@@ -35,9 +37,11 @@ def main(paths: list[str]) -> int:
         for split in ("train", "test"):
             s = read_split(path, split)
             m = s.meta
-            print(f"{path}/{split}: ok: {s.num_examples} examples, {len(s.puzzle_identifiers)} puzzles, "
-                  f"{s.num_groups} groups; seq_len {m.seq_len}, vocab {m.vocab_size}, "
-                  f"{m.num_puzzle_identifiers} puzzle ids")
+            print(
+                f"{path}/{split}: ok: {s.num_examples} examples, {len(s.puzzle_identifiers)} puzzles, "
+                f"{s.num_groups} groups; seq_len {m.seq_len}, vocab {m.vocab_size}, "
+                f"{m.num_puzzle_identifiers} puzzle ids"
+            )
     return 1 if bad else 0
 
 

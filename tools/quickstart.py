@@ -26,8 +26,10 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())  # and nothing else: no data built, no run started
         return 0
     os.chdir(ROOT)
-    if not any(a.lstrip("+").startswith(("data_paths=", "data.data_paths=")) for a in argv) \
-            and not (ROOT / DATA / "test" / "dataset.json").exists():
+    if (
+        not any(a.lstrip("+").startswith(("data_paths=", "data.data_paths=")) for a in argv)
+        and not (ROOT / DATA / "test" / "dataset.json").exists()
+    ):
         rc = build(["sudoku4x4", "--out", DATA])
         if rc:
             return rc

@@ -1,7 +1,7 @@
 """Render dataset examples or predictions as text and PNG (see trm/data/show.py for every option).
 
-    python tools/show.py data/sudoku-4x4
-    python tools/show.py runs/quickstart/preds.npz --data data/sudoku-4x4 --wrong
+python tools/show.py data/sudoku-4x4
+python tools/show.py runs/quickstart/preds.npz --data data/sudoku-4x4 --wrong
 """
 
 import sys

@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("spec", help="a sweep spec (jobs/*.yaml), a jobs.txt, a runs/<sweep>/ folder or a run folder")
     p.add_argument("--profile", help="cluster profile (default: the spec's; for a jobs.txt or a folder: local)")
-    p.add_argument(
-        "--runs-root", help="where <sweep>/<run> directories are (default: the profile's, else runs/)"
-    )
+    p.add_argument("--runs-root", help="where <sweep>/<run> directories are (default: the profile's, else runs/)")
     p.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
     p.add_argument("--no-scheduler", action="store_true", help="read only the run directories")
     args = p.parse_args(argv)

@@ -52,23 +52,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("spec", help="a sweep spec (jobs/*.yaml) or a jobs.txt")
     p.add_argument("--profile", help="cluster profile (env/*.yaml or 'local'); default: the spec's")
-    p.add_argument(
-        "--runs-root", help="where <sweep>/<run> directories go (default: the profile's, else runs/)"
-    )
+    p.add_argument("--runs-root", help="where <sweep>/<run> directories go (default: the profile's, else runs/)")
     p.add_argument("--run", action="append", default=[], metavar="NAME", help="only this run (repeatable)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--skip-existing", action="store_true", help="leave existing runs alone, submit new ones"
-    )
+    mode.add_argument("--skip-existing", action="store_true", help="leave existing runs alone, submit new ones")
     mode.add_argument(
         "--resume",
         action="store_true",
         help="also resubmit failed/cancelled runs; they continue from their checkpoints",
     )
     mode.add_argument("--cancel", action="store_true", help="cancel the sweep's queued and running jobs")
-    mode.add_argument(
-        "--dry-run", action="store_true", help="write the job scripts and print where; submit nothing"
-    )
+    mode.add_argument("--dry-run", action="store_true", help="write the job scripts and print where; submit nothing")
     p.add_argument(
         "--out",
         help="folder for --dry-run scripts (default: <runs_root>/<sweep>/dry-run, or ./dry-run/<sweep> when "
@@ -85,8 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-_OPTIONS = {"gpus_per_node": "--gpus", "cpus_per_task": "--cpus", "mem_gb": "--mem-gb", "time": "--time",
-            "queue": "--queue"}
+_OPTIONS = {
+    "gpus_per_node": "--gpus",
+    "cpus_per_task": "--cpus",
+    "mem_gb": "--mem-gb",
+    "time": "--time",
+    "queue": "--queue",
+}
 
 
 def _resources(base: Resources, args: argparse.Namespace, profile: Profile) -> Resources:
@@ -103,9 +102,7 @@ def _load(args: argparse.Namespace) -> tuple[Sweep, dict]:
     path = Path(args.spec)
     if path.suffix == ".txt":
         if not args.profile:
-            raise SpecError(
-                f"{path}: a jobs.txt has no profile; pass --profile env/<cluster>.yaml (or local)"
-            )
+            raise SpecError(f"{path}: a jobs.txt has no profile; pass --profile env/<cluster>.yaml (or local)")
         profile = load_profile(args.profile, find_repo_root(path.resolve().parent))
         sweep, lines = jobs_sweep(path, profile, _resources(Resources(), args, profile), args.runs_root)
         return sweep, lines

@@ -56,8 +56,16 @@ class ArchConfig:
     forward_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     loss_type: Literal["stablemax_cross_entropy", "softmax_cross_entropy"] = "stablemax_cross_entropy"
     # ETRM: a demo encoder in place of the puzzle embedding (trm/model/encoders); none = TRM.
-    encoder_type: Literal["none", "standard", "variational", "lpn_standard", "lpn_variational", "hybrid_standard",
-                          "hybrid_variational", "recurrent"] = "none"
+    encoder_type: Literal[
+        "none",
+        "standard",
+        "variational",
+        "lpn_standard",
+        "lpn_variational",
+        "hybrid_standard",
+        "hybrid_variational",
+        "recurrent",
+    ] = "none"
     encoder_num_layers: int = 2  # grid-encoder blocks per demo
     encoder_norm_style: Literal["pre", "post"] = "post"  # the standard grid and set encoders (lpn: always pre)
     encoder_pooling: Literal["mean", "attention", "weighted", "token"] = "mean"  # standard grid encoder, per demo
@@ -66,8 +74,16 @@ class ArchConfig:
     num_act_steps: int = 4  # train.act_mode=online: forward/backward/optimizer cycles per batch
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "halt_max_steps",
-                     "encoder_num_layers", "encoder_set_layers"):
+        for name in (
+            "hidden_size",
+            "num_heads",
+            "L_layers",
+            "H_cycles",
+            "L_cycles",
+            "halt_max_steps",
+            "encoder_num_layers",
+            "encoder_set_layers",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"arch.{name} must be >= 1, got {getattr(self, name)}")
         if not self.mlp_t and self.hidden_size % self.num_heads:
@@ -77,8 +93,10 @@ class ArchConfig:
         if not 0.0 <= self.halt_exploration_prob <= 1.0:
             raise ConfigError(f"arch.halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
         if self.num_act_steps < 1:
-            raise ConfigError(f"arch.num_act_steps must be >= 1 (the forward/backward/optimizer cycles per batch "
-                              f"of train.act_mode=online), got {self.num_act_steps}")
+            raise ConfigError(
+                f"arch.num_act_steps must be >= 1 (the forward/backward/optimizer cycles per batch "
+                f"of train.act_mode=online), got {self.num_act_steps}"
+            )
         if self.kl_weight < 0:
             raise ConfigError(f"arch.kl_weight must be >= 0, got {self.kl_weight}")
 
@@ -93,8 +111,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.max_demos < 1:
-            raise ConfigError(f"data.max_demos must be >= 1 (demo pairs the encoder reads per item), "
-                              f"got {self.max_demos}")
+            raise ConfigError(
+                f"data.max_demos must be >= 1 (demo pairs the encoder reads per item), got {self.max_demos}"
+            )
 
 
 @dataclass
@@ -145,8 +164,9 @@ class TrainConfig:
         if self.global_batch_size < 1:
             raise ConfigError(f"train.global_batch_size must be >= 1, got {self.global_batch_size}")
         if self.keep_checkpoints < 2:
-            raise ConfigError(f"train.keep_checkpoints must be >= 2 (a torn newest needs a fallback), "
-                              f"got {self.keep_checkpoints}")
+            raise ConfigError(
+                f"train.keep_checkpoints must be >= 2 (a torn newest needs a fallback), got {self.keep_checkpoints}"
+            )
         if self.resume not in ("auto", "true", "false") and not self.resume.strip():
             raise ConfigError("train.resume must be auto, true, false or a checkpoint path")
 
@@ -395,8 +415,10 @@ def _normalise(flat: dict[str, Any], source: str) -> dict[str, Any]:
         bare = key.lstrip("+")
         if bare in _SELECTORS:
             if str(value) not in _SELECTORS[bare]:
-                raise ConfigError(f"{source}: {bare}={value!r} is not supported; expected one of "
-                                  f"{', '.join(sorted(_SELECTORS[bare]))}")
+                raise ConfigError(
+                    f"{source}: {bare}={value!r} is not supported; expected one of "
+                    f"{', '.join(sorted(_SELECTORS[bare]))}"
+                )
             continue
         out[_resolve_key(key)] = value
     _check_known(out, source)
@@ -426,8 +448,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, str]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> Config:
     """YAML file (may be None) + `base` mapping + `key=value` strings, later ones winning."""
     flat: dict[str, Any] = {}
     if path is not None:
@@ -439,8 +462,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as e:
             raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
         except UnicodeDecodeError as e:
-            raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); "
-                              "save it as UTF-8 YAML") from None
+            raise ConfigError(
+                f"config file '{path}' is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 YAML"
+            ) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(raw).__name__}")
         flat.update(_normalise(_flatten(raw), str(path)))
@@ -459,8 +483,10 @@ def check_runnable(cfg: Config) -> None:
     """What the trainer refuses across fields, before it builds anything; the cluster layer calls this
     too, so a sweep is refused at submit rather than on the node."""
     if cfg.eval.eval_interval >= 1 and cfg.train.epochs % cfg.eval.eval_interval:
-        raise ConfigError(f"train.epochs ({cfg.train.epochs}) must be a multiple of eval.eval_interval "
-                          f"({cfg.eval.eval_interval}): evaluations happen between chunks of that many epochs")
+        raise ConfigError(
+            f"train.epochs ({cfg.train.epochs}) must be a multiple of eval.eval_interval "
+            f"({cfg.eval.eval_interval}): evaluations happen between chunks of that many epochs"
+        )
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -477,12 +503,29 @@ def to_yaml(cfg: Config) -> str:
 
 # Keys that change how a run is executed but not what it computes: a resume may change them.
 RUNTIME_KEYS = {
-    "train.device", "train.compile", "train.cuda_graphs", "train.max_steps", "train.checkpoint_every_steps",
+    "train.device",
+    "train.compile",
+    "train.cuda_graphs",
+    "train.max_steps",
+    "train.checkpoint_every_steps",
     "train.checkpoint_every_minutes",
-    "train.checkpoint_every_eval", "train.keep_checkpoints", "train.resume", "train.resume_ignore_config_change",
-    "train.time_limit_minutes", "train.time_limit_margin_minutes", "train.signals", "log.wandb",
-    "log.log_interval", "log.progress", "run.root", "run.name", "run.project", "eval.max_batches",
-    "eval.save_predictions", "eval.max_augmentations", "eval.full_final",
+    "train.checkpoint_every_eval",
+    "train.keep_checkpoints",
+    "train.resume",
+    "train.resume_ignore_config_change",
+    "train.time_limit_minutes",
+    "train.time_limit_margin_minutes",
+    "train.signals",
+    "log.wandb",
+    "log.log_interval",
+    "log.progress",
+    "run.root",
+    "run.name",
+    "run.project",
+    "eval.max_batches",
+    "eval.save_predictions",
+    "eval.max_augmentations",
+    "eval.full_final",
 }
 
 
@@ -498,5 +541,8 @@ def config_hash(cfg: Config) -> str:
 
 def config_diff(a: Config, b: Config, runtime: bool = False) -> list[str]:
     fa, fb = flat_dict(a), flat_dict(b)
-    return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k) and (runtime or k not in RUNTIME_KEYS)]
+    return [
+        f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}"
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k) != fb.get(k) and (runtime or k not in RUNTIME_KEYS)
+    ]

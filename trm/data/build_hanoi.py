@@ -41,15 +41,22 @@ def build(args: argparse.Namespace) -> Built:
         if not 2 <= lo <= hi:
             raise BuildError(f"--{name}-min/--{name}-max must satisfy 2 <= min <= max, got {lo} and {hi}")
         if hi > 20:
-            raise BuildError(f"--{name}-max {hi}: more than 20 disks means over 6 million transitions per "
-                             f"peg pair; choose at most 20")
+            raise BuildError(
+                f"--{name}-max {hi}: more than 20 disks means over 6 million transitions per "
+                f"peg pair; choose at most 20"
+            )
     max_disks = max(args.train_max, args.test_max)
     seq_len = hanoi.seq_len_for(max_disks)
     vocab = hanoi.DISK_OFFSET + max_disks if args.encoding == "action" else 4
-    splits = {"train": _split(range(args.train_min, args.train_max + 1), args.encoding, seq_len),
-              "test": _split(range(args.test_min, args.test_max + 1), args.encoding, seq_len)}
-    meta = dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab, seq_len=seq_len,
-                num_puzzle_identifiers=1)
-    report = [f"encoding {args.encoding}: vocab {vocab}, seq_len {seq_len}; train disks "
-              f"{args.train_min}-{args.train_max}, test disks {args.test_min}-{args.test_max}"]
+    splits = {
+        "train": _split(range(args.train_min, args.train_max + 1), args.encoding, seq_len),
+        "test": _split(range(args.test_min, args.test_max + 1), args.encoding, seq_len),
+    }
+    meta = dict(
+        pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab, seq_len=seq_len, num_puzzle_identifiers=1
+    )
+    report = [
+        f"encoding {args.encoding}: vocab {vocab}, seq_len {seq_len}; train disks "
+        f"{args.train_min}-{args.train_max}, test disks {args.test_min}-{args.test_max}"
+    ]
     return Built(splits=splits, meta=meta, identifiers=["<blank>"], report=report)

@@ -24,20 +24,35 @@ QUESTION_CHARS = {ch: tok for ch, tok in maze.TOKEN_CHARS.items() if ch != "o"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--input-csv", type=str, default=None,
-                     help="a folder holding train.csv and test.csv, or the train CSV file (then give "
-                          "--test-csv); without this and without --generate, downloads " + HF_REPO)
+    src.add_argument(
+        "--input-csv",
+        type=str,
+        default=None,
+        help="a folder holding train.csv and test.csv, or the train CSV file (then give "
+        "--test-csv); without this and without --generate, downloads " + HF_REPO,
+    )
     src.add_argument("--generate", type=int, default=None, metavar="N", help="generate N train mazes offline")
     p.add_argument("--test-csv", type=str, default=None, help="test CSV file when --input-csv is a file")
     p.add_argument("--num-test", type=int, default=None, help="test mazes to generate (default: same as N)")
     p.add_argument("--size", type=int, default=30, help="side of generated mazes (default 30)")
-    p.add_argument("--min-path-len", type=int, default=110,
-                   help="generated mazes keep shortest paths longer than this many moves (default 110, "
-                        "the 'hard' set)")
-    p.add_argument("--loop-prob", type=float, default=0.05,
-                   help="chance of knocking out each inner wall of the generated perfect maze (default 0.05)")
-    p.add_argument("--no-unique-path", dest="unique_path", action="store_false",
-                   help="allow generated mazes whose shortest path is not unique (the label picks one)")
+    p.add_argument(
+        "--min-path-len",
+        type=int,
+        default=110,
+        help="generated mazes keep shortest paths longer than this many moves (default 110, the 'hard' set)",
+    )
+    p.add_argument(
+        "--loop-prob",
+        type=float,
+        default=0.05,
+        help="chance of knocking out each inner wall of the generated perfect maze (default 0.05)",
+    )
+    p.add_argument(
+        "--no-unique-path",
+        dest="unique_path",
+        action="store_false",
+        help="allow generated mazes whose shortest path is not unique (the label picks one)",
+    )
     p.add_argument("--subsample-size", type=int, default=None, help="random train rows to keep from the CSV")
     p.add_argument("--aug", action="store_true", help="add the 8 dihedral transforms of each train maze")
     p.add_argument("--seed", type=int, default=0)
@@ -65,10 +80,12 @@ def _read(path: Path) -> PuzzleTable:
         except (UnicodeDecodeError, csv.Error) as e:
             raise BuildError(f"{path}: line 2: cannot be read as UTF-8 CSV ({e})") from None
         cells = len(row[1]) if len(row) == 4 else cells
-    side = round(cells ** 0.5)
+    side = round(cells**0.5)
     if cells < 4 or side * side != cells:
-        raise BuildError(f"{path}: line 2: question has {cells} characters, expected a square maze of at least "
-                         f"2x2 cells (e.g. 900 = 30x30)")
+        raise BuildError(
+            f"{path}: line 2: question has {cells} characters, expected a square maze of at least "
+            f"2x2 cells (e.g. 900 = 30x30)"
+        )
     return read_puzzle_csv(path, cells, QUESTION_CHARS, maze.TOKEN_CHARS)
 
 
@@ -85,8 +102,9 @@ def _csv_problem(q: np.ndarray, a: np.ndarray) -> str | None:
     return None
 
 
-def _generate(num: int, args: argparse.Namespace, rng: np.random.Generator, exclude: set[bytes],
-              desc: str) -> tuple[np.ndarray, np.ndarray]:
+def _generate(
+    num: int, args: argparse.Namespace, rng: np.random.Generator, exclude: set[bytes], desc: str
+) -> tuple[np.ndarray, np.ndarray]:
     qs, ans = [], []
     seen = set(exclude)
     bar = progress(desc, total=num)
@@ -96,8 +114,10 @@ def _generate(num: int, args: argparse.Namespace, rng: np.random.Generator, excl
         if pair is None:
             misses += 1
             if misses > 10:
-                raise BuildError(f"no {args.size}x{args.size} maze with a shortest path longer than "
-                                 f"--min-path-len {args.min_path_len} after {misses * 200} tries; lower it")
+                raise BuildError(
+                    f"no {args.size}x{args.size} maze with a shortest path longer than "
+                    f"--min-path-len {args.min_path_len} after {misses * 200} tries; lower it"
+                )
             continue
         key = row_keys(pair[0][None])[0]
         if key in seen:
@@ -123,16 +143,20 @@ def build(args: argparse.Namespace) -> Built:
         if args.generate < 1 or num_test < 1:
             raise BuildError(f"--generate and --num-test must be >= 1, got {args.generate} and {num_test}")
         if args.subsample_size is not None or args.test_csv is not None:
-            raise BuildError("--subsample-size/--test-csv read from CSV; with --generate N ask for N train "
-                             "and --num-test M test mazes directly")
+            raise BuildError(
+                "--subsample-size/--test-csv read from CSV; with --generate N ask for N train "
+                "and --num-test M test mazes directly"
+            )
         if args.size < 4:
             raise BuildError(f"--size must be at least 4, got {args.size}")
         test_q, test_a = _generate(num_test, args, rng, set(), "test mazes")
         # no train maze, nor any dihedral variant of one, may equal a test maze
         forbidden = set(row_keys(_all_dihedral(test_q, args.size)))
         train_q, train_a = _generate(args.generate, args, rng, forbidden, "train mazes")
-        source = (f"generated offline: {args.size}x{args.size}, shortest path > {args.min_path_len} moves, "
-                  f"loop_prob {args.loop_prob}, unique shortest path {args.unique_path}")
+        source = (
+            f"generated offline: {args.size}x{args.size}, shortest path > {args.min_path_len} moves, "
+            f"loop_prob {args.loop_prob}, unique shortest path {args.unique_path}"
+        )
     else:
         if args.num_test is not None:
             raise BuildError("--num-test is for --generate")
@@ -150,12 +174,22 @@ def build(args: argparse.Namespace) -> Built:
     reps = 8 if args.aug else 1
     if args.aug:
         train_q, train_a = _all_dihedral(train_q, side), _all_dihedral(train_a, side)
-    splits = {"train": SplitData.one_example_per_puzzle(train_q, train_a, reps),
-              "test": SplitData.one_example_per_puzzle(test_q, test_a, 1)}
-    meta = dict(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=len(maze.CHARSET) + 1,
-                seq_len=side * side, num_puzzle_identifiers=1)
+    splits = {
+        "train": SplitData.one_example_per_puzzle(train_q, train_a, reps),
+        "test": SplitData.one_example_per_puzzle(test_q, test_a, 1),
+    }
+    meta = dict(
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+        vocab_size=len(maze.CHARSET) + 1,
+        seq_len=side * side,
+        num_puzzle_identifiers=1,
+    )
     path_len = (test_a == maze.PATH).sum(axis=1) + 1
-    report = [f"source: {source}",
-              f"train: {len(train_q) // reps} mazes x {reps} puzzles; test: {len(test_q)} mazes "
-              f"(shortest path {path_len.min()}..{path_len.max()} moves, mean {path_len.mean():.0f})"]
+    report = [
+        f"source: {source}",
+        f"train: {len(train_q) // reps} mazes x {reps} puzzles; test: {len(test_q)} mazes "
+        f"(shortest path {path_len.min()}..{path_len.max()} moves, mean {path_len.mean():.0f})",
+    ]
     return Built(splits=splits, meta=meta, identifiers=["<blank>"], report=report)

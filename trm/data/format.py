@@ -49,13 +49,17 @@ class Metadata:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise DatasetError(f"{path}: missing (is this a dataset folder? build one with tools/build_data.py)") \
-                from None
+            raise DatasetError(
+                f"{path}: missing (is this a dataset folder? build one with tools/build_data.py)"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DatasetError(f"{path}: not valid JSON (or not UTF-8): {e}") from None
         names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing = sorted(required - set(raw))
         if missing:
             raise DatasetError(f"{path}: missing fields {missing}")
@@ -115,8 +119,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_split(root: Path, split: str, meta: Metadata, inputs: np.ndarray, labels: np.ndarray,
-                puzzle_identifiers: np.ndarray, puzzle_indices: np.ndarray, group_indices: np.ndarray) -> None:
+def write_split(
+    root: Path,
+    split: str,
+    meta: Metadata,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    puzzle_identifiers: np.ndarray,
+    puzzle_indices: np.ndarray,
+    group_indices: np.ndarray,
+) -> None:
     """Write one split; token arrays are stored as uint8 when the vocabulary fits (as the reference does)."""
     d = Path(root) / split
     d.mkdir(parents=True, exist_ok=True)
@@ -128,8 +140,9 @@ def write_split(root: Path, split: str, meta: Metadata, inputs: np.ndarray, labe
         "puzzle_indices": np.asarray(puzzle_indices, dtype=np.int32),
         "group_indices": np.asarray(group_indices, dtype=np.int32),
     }
-    meta = dataclasses.replace(meta, total_groups=len(arrays["group_indices"]) - 1,
-                               total_puzzles=len(arrays["puzzle_identifiers"]))
+    meta = dataclasses.replace(
+        meta, total_groups=len(arrays["group_indices"]) - 1, total_puzzles=len(arrays["puzzle_identifiers"])
+    )
     for name, array in arrays.items():
         _atomic_save_npy(d / f"all__{name}.npy", array)
     atomic_write_text(d / "dataset.json", json.dumps(dataclasses.asdict(meta), indent=2))
@@ -186,28 +199,36 @@ def validate_split(root: str | Path, split: str) -> list[str]:
         return problems
     pi, gi = s.puzzle_indices, s.group_indices
     if len(pi) != len(s.puzzle_identifiers) + 1:
-        problems.append(f"{d}/all__puzzle_indices.npy: length {len(pi)}, expected num_puzzles + 1 = "
-                        f"{len(s.puzzle_identifiers) + 1}")
+        problems.append(
+            f"{d}/all__puzzle_indices.npy: length {len(pi)}, expected num_puzzles + 1 = {len(s.puzzle_identifiers) + 1}"
+        )
     for name, a, end in (("puzzle_indices", pi, s.num_examples), ("group_indices", gi, len(pi) - 1)):
         if len(a) == 0 or a[0] != 0 or a[-1] != end:
-            problems.append(f"{d}/all__{name}.npy: must start at 0 and end at {end}, "
-                            f"got {a[:1].tolist()}..{a[-1:].tolist()}")
+            problems.append(
+                f"{d}/all__{name}.npy: must start at 0 and end at {end}, got {a[:1].tolist()}..{a[-1:].tolist()}"
+            )
         elif np.any(np.diff(a) <= 0):
             bad = int(np.argmax(np.diff(a) <= 0))
-            problems.append(f"{d}/all__{name}.npy: not strictly increasing at position {bad} "
-                            f"({a[bad]} then {a[bad + 1]}): every puzzle/group needs at least one member")
+            problems.append(
+                f"{d}/all__{name}.npy: not strictly increasing at position {bad} "
+                f"({a[bad]} then {a[bad + 1]}): every puzzle/group needs at least one member"
+            )
     if m.total_groups != len(gi) - 1:
         problems.append(f"{d}/dataset.json: total_groups={m.total_groups} but group_indices holds {len(gi) - 1}")
     ids = s.puzzle_identifiers
     if len(ids) and (ids.min() < 0 or ids.max() >= m.num_puzzle_identifiers):
-        problems.append(f"{d}/all__puzzle_identifiers.npy: ids in [{ids.min()}, {ids.max()}], expected "
-                        f"[0, num_puzzle_identifiers={m.num_puzzle_identifiers})")
+        problems.append(
+            f"{d}/all__puzzle_identifiers.npy: ids in [{ids.min()}, {ids.max()}], expected "
+            f"[0, num_puzzle_identifiers={m.num_puzzle_identifiers})"
+        )
     for name in ("inputs", "labels"):
         a = np.asarray(getattr(s, name))
         if a.size and (a.min() < 0 or a.max() >= m.vocab_size):
             where = np.argwhere((a < 0) | (a >= m.vocab_size))[0].tolist()
-            problems.append(f"{d}/all__{name}.npy: token {a[tuple(where)]} at example {where[0]}, position "
-                            f"{where[1]} is outside the vocabulary [0, {m.vocab_size})")
+            problems.append(
+                f"{d}/all__{name}.npy: token {a[tuple(where)]} at example {where[0]}, position "
+                f"{where[1]} is outside the vocabulary [0, {m.vocab_size})"
+            )
     return problems
 
 

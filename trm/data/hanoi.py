@@ -68,8 +68,9 @@ def seq_len_for(max_disks: int) -> int:
     return -(-(max_disks + 16) // 16) * 16
 
 
-def encode(state: np.ndarray, nxt: np.ndarray, move: tuple[int, int], target: int, seq_len: int,
-           encoding: str) -> tuple[np.ndarray, np.ndarray]:
+def encode(
+    state: np.ndarray, nxt: np.ndarray, move: tuple[int, int], target: int, seq_len: int, encoding: str
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(state)
     inp = np.zeros(seq_len, dtype=np.uint8)
     inp[:n], inp[n] = state, target

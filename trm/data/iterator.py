@@ -37,8 +37,9 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         nb = device.type == "cuda"
-        return Batch(*(t.to(device, non_blocking=nb) for t in (self.inputs, self.labels, self.puzzle_identifiers,
-                                                                self.valid)))
+        return Batch(
+            *(t.to(device, non_blocking=nb) for t in (self.inputs, self.labels, self.puzzle_identifiers, self.valid))
+        )
 
 
 def _philox(seed: int, chunk: int, stream: int) -> np.random.Generator:
@@ -83,8 +84,16 @@ class TrainIterator:
     # views of one dataset never share draws).
     ORDER_STREAM, PICK_STREAM = 0, 1
 
-    def __init__(self, split: Split, global_batch_size: int, rank: int, world_size: int, seed: int,
-                 epochs_per_chunk: int, max_groups: int = 0) -> None:
+    def __init__(
+        self,
+        split: Split,
+        global_batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        epochs_per_chunk: int,
+        max_groups: int = 0,
+    ) -> None:
         self.split = split
         self.B = global_batch_size
         self.gather = _Gather(split, rank, _check_sharding(global_batch_size, rank, world_size))
@@ -129,7 +138,7 @@ class TrainIterator:
         if self.single_example:
             if self.cursor + self.B > len(order):
                 return None
-            groups = order[self.cursor:self.cursor + self.B]
+            groups = order[self.cursor : self.cursor + self.B]
             self.cursor += self.B
             puzzles = self.group_start[groups] + (self._pick.random(self.B) * self.group_size[groups]).astype(np.int64)
             return self.puzzle_indices[puzzles]
@@ -171,8 +180,9 @@ class TrainIterator:
         return int(self.epochs_per_chunk * self.examples_per_epoch() // self.B)
 
 
-def eval_batches(split: Split, global_batch_size: int, rank: int, world_size: int, max_groups: int = 0,
-                 max_batches: int = 0) -> Iterator[Batch]:
+def eval_batches(
+    split: Split, global_batch_size: int, rank: int, world_size: int, max_groups: int = 0, max_batches: int = 0
+) -> Iterator[Batch]:
     """Every example once, in order; the last global batch padded."""
     gather = _Gather(split, rank, _check_sharding(global_batch_size, rank, world_size))
     n = split.num_examples
@@ -184,6 +194,6 @@ def eval_batches(split: Split, global_batch_size: int, rank: int, world_size: in
         examples = np.arange(start, min(start + global_batch_size, n))
         valid = np.ones(global_batch_size, dtype=bool)
         if len(examples) < global_batch_size:
-            valid[len(examples):] = False
+            valid[len(examples) :] = False
             examples = np.concatenate([examples, np.zeros(global_batch_size - len(examples), dtype=examples.dtype)])
         yield gather(examples, valid)

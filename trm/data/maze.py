@@ -75,8 +75,11 @@ def random_maze(size: int, rng: np.random.Generator, loop_prob: float) -> np.nda
     grid[rows[stack[0][0]], cols[stack[0][1]]] = OPEN
     while stack:
         i, j = stack[-1]
-        nxt = [(i + di, j + dj) for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1))
-               if 0 <= i + di < nr and 0 <= j + dj < nc and not visited[i + di, j + dj]]
+        nxt = [
+            (i + di, j + dj)
+            for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1))
+            if 0 <= i + di < nr and 0 <= j + dj < nc and not visited[i + di, j + dj]
+        ]
         if not nxt:
             stack.pop()
             continue
@@ -95,8 +98,9 @@ def random_maze(size: int, rng: np.random.Generator, loop_prob: float) -> np.nda
     return grid.ravel()
 
 
-def make_puzzle(size: int, rng: np.random.Generator, min_path_len: int, loop_prob: float,
-                unique_path: bool, max_tries: int = 200) -> tuple[np.ndarray, np.ndarray] | None:
+def make_puzzle(
+    size: int, rng: np.random.Generator, min_path_len: int, loop_prob: float, unique_path: bool, max_tries: int = 200
+) -> tuple[np.ndarray, np.ndarray] | None:
     """A (question, answer) pair whose shortest path is longer than `min_path_len` moves, or None."""
     for _ in range(max_tries):
         grid = random_maze(size, rng, loop_prob)

@@ -66,10 +66,14 @@ def existing_build(out: Path, info: dict[str, Any], force: bool) -> bool:
     elif old == info:
         what = "this build, but it fails validation: " + "; ".join(validate_dataset(out))
     else:
-        what = (f"a different dataset (builder '{old.get('builder')}', arguments {old.get('args')}; "
-                f"this call asks for builder '{info['builder']}', arguments {info['args']})")
-    raise BuildError(f"output folder '{out}' already holds {what}. Nothing was changed. Pass --force to "
-                     f"replace it, or choose another --out.")
+        what = (
+            f"a different dataset (builder '{old.get('builder')}', arguments {old.get('args')}; "
+            f"this call asks for builder '{info['builder']}', arguments {info['args']})"
+        )
+    raise BuildError(
+        f"output folder '{out}' already holds {what}. Nothing was changed. Pass --force to "
+        f"replace it, or choose another --out."
+    )
 
 
 @dataclass
@@ -84,20 +88,30 @@ class SplitData:
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # more per-puzzle arrays, e.g. num_demos
 
     @classmethod
-    def one_example_per_puzzle(cls, inputs: np.ndarray, labels: np.ndarray, puzzles_per_group: int,
-                               identifiers: np.ndarray | None = None) -> SplitData:
+    def one_example_per_puzzle(
+        cls, inputs: np.ndarray, labels: np.ndarray, puzzles_per_group: int, identifiers: np.ndarray | None = None
+    ) -> SplitData:
         """Rows grouped consecutively, `puzzles_per_group` puzzles per group, one example per puzzle."""
         num = inputs.shape[0]
         if num % puzzles_per_group:
             raise ValueError(f"{num} rows do not split into groups of {puzzles_per_group}")
         ids = np.zeros(num, np.int32) if identifiers is None else np.asarray(identifiers, np.int32)
-        return cls(inputs, labels, ids, np.arange(num + 1, dtype=np.int32),
-                   np.arange(0, num + 1, puzzles_per_group, dtype=np.int32))
+        return cls(
+            inputs,
+            labels,
+            ids,
+            np.arange(num + 1, dtype=np.int32),
+            np.arange(0, num + 1, puzzles_per_group, dtype=np.int32),
+        )
 
     def metadata(self, **kw: Any) -> Metadata:
         num_puzzles = len(self.puzzle_identifiers)
-        return Metadata(total_groups=len(self.group_indices) - 1, total_puzzles=num_puzzles,
-                        mean_puzzle_examples=float(self.inputs.shape[0] / max(num_puzzles, 1)), **kw)
+        return Metadata(
+            total_groups=len(self.group_indices) - 1,
+            total_puzzles=num_puzzles,
+            mean_puzzle_examples=float(self.inputs.shape[0] / max(num_puzzles, 1)),
+            **kw,
+        )
 
 
 @dataclass
@@ -118,9 +132,15 @@ def row_keys(a: np.ndarray) -> list[bytes]:
     return [r.tobytes() for r in a]
 
 
-def write_dataset(out: Path, info: dict[str, Any], splits: dict[str, SplitData], meta: dict[str, Any],
-                  identifiers: list[str], extra_files: dict[str, str] | None = None,
-                  write_splits: Callable[[Path], None] | None = None) -> None:
+def write_dataset(
+    out: Path,
+    info: dict[str, Any],
+    splits: dict[str, SplitData],
+    meta: dict[str, Any],
+    identifiers: list[str],
+    extra_files: dict[str, str] | None = None,
+    write_splits: Callable[[Path], None] | None = None,
+) -> None:
     """Write all splits into a staging folder beside `out`, validate, then swap it in.
 
     A reader never sees a half-written dataset; an old folder (allowed by --force) is removed only after the
@@ -136,8 +156,16 @@ def write_dataset(out: Path, info: dict[str, Any], splits: dict[str, SplitData],
         if write_splits is not None:
             write_splits(stage)
         for name, split in splits.items():
-            write_split(stage, name, split.metadata(**meta), split.inputs, split.labels,
-                        split.puzzle_identifiers, split.puzzle_indices, split.group_indices)
+            write_split(
+                stage,
+                name,
+                split.metadata(**meta),
+                split.inputs,
+                split.labels,
+                split.puzzle_identifiers,
+                split.puzzle_indices,
+                split.group_indices,
+            )
             for extra, array in split.extra.items():
                 np.save(stage / name / f"all__{extra}.npy", array)
         write_identifiers(stage, identifiers)
@@ -145,8 +173,7 @@ def write_dataset(out: Path, info: dict[str, Any], splits: dict[str, SplitData],
             atomic_write_text(stage / fname, text)
         problems = validate_dataset(stage)
         if problems:
-            raise BuildError("the built dataset failed validation (a bug in the builder):\n  "
-                             + "\n  ".join(problems))
+            raise BuildError("the built dataset failed validation (a bug in the builder):\n  " + "\n  ".join(problems))
         atomic_write_text(stage / BUILD_INFO, json.dumps(info, indent=2))
         _share_like_umask(stage)
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -170,9 +197,12 @@ class StreamingSplit:
         self.dir = Path(root) / split
         self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
-        self.arrays = {name: np.lib.format.open_memmap(self.dir / f"all__{name}.npy", mode="w+",
-                                                       dtype=np.uint8, shape=(num_examples, seq_len))
-                       for name in ("inputs", "labels")}
+        self.arrays = {
+            name: np.lib.format.open_memmap(
+                self.dir / f"all__{name}.npy", mode="w+", dtype=np.uint8, shape=(num_examples, seq_len)
+            )
+            for name in ("inputs", "labels")
+        }
         self.num_examples = num_examples
         self.pos = 0
         self.puzzle_indices = [0]
@@ -180,13 +210,12 @@ class StreamingSplit:
         self.identifiers: list[int] = []
         self.extra: dict[str, list[int]] = {}
 
-    def add_group(self, inputs: np.ndarray, labels: np.ndarray, identifiers: np.ndarray,
-                  **extra: np.ndarray) -> None:
+    def add_group(self, inputs: np.ndarray, labels: np.ndarray, identifiers: np.ndarray, **extra: np.ndarray) -> None:
         """One group: inputs/labels (puzzles, examples, seq_len), one identifier (and extras) per puzzle."""
         num_p, num_e = inputs.shape[:2]
         end = self.pos + num_p * num_e
-        self.arrays["inputs"][self.pos:end] = inputs.reshape(num_p * num_e, -1)
-        self.arrays["labels"][self.pos:end] = labels.reshape(num_p * num_e, -1)
+        self.arrays["inputs"][self.pos : end] = inputs.reshape(num_p * num_e, -1)
+        self.arrays["labels"][self.pos : end] = labels.reshape(num_p * num_e, -1)
         self.puzzle_indices.extend(range(self.pos + num_e, end + 1, num_e))
         self.pos = end
         self.identifiers.extend(int(i) for i in identifiers)
@@ -196,18 +225,24 @@ class StreamingSplit:
 
     def close(self) -> None:
         if self.pos != self.num_examples:
-            raise BuildError(f"{self.dir}: wrote {self.pos} examples, expected {self.num_examples} "
-                             f"(builder bug)")
+            raise BuildError(f"{self.dir}: wrote {self.pos} examples, expected {self.num_examples} (builder bug)")
         for a in self.arrays.values():
             a.flush()
         del self.arrays
-        index = {"puzzle_identifiers": self.identifiers, "puzzle_indices": self.puzzle_indices,
-                 "group_indices": self.group_indices}
+        index = {
+            "puzzle_identifiers": self.identifiers,
+            "puzzle_indices": self.puzzle_indices,
+            "group_indices": self.group_indices,
+        }
         for name, values in {**index, **self.extra}.items():
             np.save(self.dir / f"all__{name}.npy", np.asarray(values, dtype=np.int32))
         num_puzzles = len(self.identifiers)
-        meta = Metadata(total_groups=len(self.group_indices) - 1, total_puzzles=num_puzzles,
-                        mean_puzzle_examples=float(self.num_examples / max(num_puzzles, 1)), **self.meta)
+        meta = Metadata(
+            total_groups=len(self.group_indices) - 1,
+            total_puzzles=num_puzzles,
+            mean_puzzle_examples=float(self.num_examples / max(num_puzzles, 1)),
+            **self.meta,
+        )
         atomic_write_text(self.dir / "dataset.json", json.dumps(dataclasses.asdict(meta), indent=2))
 
 

@@ -17,10 +17,26 @@ from trm.data.format import Metadata
 
 KINDS = ("sudoku", "maze", "arc", "hanoi")
 # the standard ARC palette (colours 0..9), as on arcprize.org
-ARC_COLOURS = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B",
-               "#7FDBFF", "#870C25")
-MAZE_COLOURS = {0: "#ffffff", maze.WALL: "#303030", maze.OPEN: "#ffffff", maze.START: "#2ECC40",
-                maze.GOAL: "#FF4136", maze.PATH: "#0074D9"}
+ARC_COLOURS = (
+    "#000000",
+    "#0074D9",
+    "#FF4136",
+    "#2ECC40",
+    "#FFDC00",
+    "#AAAAAA",
+    "#F012BE",
+    "#FF851B",
+    "#7FDBFF",
+    "#870C25",
+)
+MAZE_COLOURS = {
+    0: "#ffffff",
+    maze.WALL: "#303030",
+    maze.OPEN: "#ffffff",
+    maze.START: "#2ECC40",
+    maze.GOAL: "#FF4136",
+    maze.PATH: "#0074D9",
+}
 IGNORE = -100
 
 
@@ -33,7 +49,7 @@ def detect_kind(data_path: Path | None, meta: Metadata | None) -> str:
                 return kind
     if meta is None:
         raise ValueError("cannot tell the puzzle kind; pass --kind " + "|".join(KINDS))
-    side = round(meta.seq_len ** 0.5)
+    side = round(meta.seq_len**0.5)
     if (meta.vocab_size, meta.seq_len) in ((6, 16), (11, 81)):
         return "sudoku"
     if meta.vocab_size == arc.VOCAB_SIZE and meta.seq_len == 900:
@@ -53,7 +69,7 @@ def guess_kind(inputs: np.ndarray) -> str:
     has_pad = bool((inputs == 0).any())
     if seq_len == 900 and has_pad:
         return "arc"
-    side = round(seq_len ** 0.5)
+    side = round(seq_len**0.5)
     if side * side == seq_len and not has_pad and inputs.max() <= maze.PATH:
         return "maze"
     if seq_len % 16 == 0 and has_pad:
@@ -83,7 +99,7 @@ class Example:
 
 def _sudoku_text(row: np.ndarray, ref: np.ndarray | None = None) -> list[str]:
     n = round(len(row) ** 0.5)
-    box = round(n ** 0.5)
+    box = round(n**0.5)
     lines = []
     for r in range(n):
         if r and r % box == 0:
@@ -95,7 +111,7 @@ def _sudoku_text(row: np.ndarray, ref: np.ndarray | None = None) -> list[str]:
             if ref is not None and ref[r * n + c] not in (IGNORE, v):
                 ch = "!"  # wrong digit in a prediction
             cells.append(ch)
-        lines.append(" | ".join(" ".join(cells[s:s + box]) for s in range(0, n, box)))
+        lines.append(" | ".join(" ".join(cells[s : s + box]) for s in range(0, n, box)))
     return lines
 
 
@@ -105,13 +121,18 @@ def _maze_text(row: np.ndarray, ref: np.ndarray | None = None) -> list[str]:
     text = chars[np.clip(np.asarray(row), 0, len(chars) - 1)]
     if ref is not None:
         text = np.where((ref != IGNORE) & (ref != row), "X", text)
-    return ["".join(text[r * side:(r + 1) * side]) for r in range(side)]
+    return ["".join(text[r * side : (r + 1) * side]) for r in range(side)]
 
 
 def _arc_text(row: np.ndarray, ref: np.ndarray | None = None) -> list[str]:
     grid = arc_visible(row)
-    return ["".join("." if v == arc.PAD else "|" if v == arc.EOS else str(v - arc.COLOUR_OFFSET)
-                    if v < arc.VOCAB_SIZE else "?" for v in r) for r in grid]
+    return [
+        "".join(
+            "." if v == arc.PAD else "|" if v == arc.EOS else str(v - arc.COLOUR_OFFSET) if v < arc.VOCAB_SIZE else "?"
+            for v in r
+        )
+        for r in grid
+    ]
 
 
 def arc_visible(row: np.ndarray) -> np.ndarray:
@@ -121,7 +142,7 @@ def arc_visible(row: np.ndarray) -> np.ndarray:
     rows, cols = np.nonzero(canvas != arc.PAD)
     if len(rows) == 0:
         return canvas[:1, :1]
-    return canvas[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    return canvas[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
 
 def _hanoi_state_lines(state: np.ndarray) -> list[str]:
@@ -160,8 +181,7 @@ def example_text(kind: str, ex: Example, encoding: str = "action") -> str:
         out = [ex.title, *_hanoi_state_lines(state), f"label: {label}"]
         if ex.preds is not None:
             same = np.all((ex.labels == IGNORE) | (ex.labels == 0) | (ex.preds == ex.labels))
-            out.append(f"pred:  {hanoi_move_text(ex.inputs, ex.preds, encoding)} "
-                       f"[{'correct' if same else 'wrong'}]")
+            out.append(f"pred:  {hanoi_move_text(ex.inputs, ex.preds, encoding)} [{'correct' if same else 'wrong'}]")
         return "\n".join(out)
     draw = {"sudoku": _sudoku_text, "maze": _maze_text, "arc": _arc_text}[kind]
     panels = [("input", draw(ex.inputs)), ("label", draw(np.where(ex.labels == IGNORE, 0, ex.labels)))]
@@ -181,7 +201,7 @@ def example_text(kind: str, ex: Example, encoding: str = "action") -> str:
 
 def _draw_sudoku(ax, row: np.ndarray, given: np.ndarray, ref: np.ndarray | None) -> None:
     n = round(len(row) ** 0.5)
-    box = round(n ** 0.5)
+    box = round(n**0.5)
     for k in range(n + 1):
         lw = 2.0 if k % box == 0 else 0.5
         ax.plot([0, n], [k, k], color="black", lw=lw)
@@ -194,8 +214,7 @@ def _draw_sudoku(ax, row: np.ndarray, given: np.ndarray, ref: np.ndarray | None)
         if ref is not None and ref[cell] not in (IGNORE, v):
             colour = "#FF4136"
             ax.add_patch(_rect(c, n - 1 - r, 1, 1, "#FFD6D6"))
-        ax.text(c + 0.5, n - 0.5 - r, str(v - 1), ha="center", va="center", color=colour,
-                fontsize=max(6, 90 // n))
+        ax.text(c + 0.5, n - 0.5 - r, str(v - 1), ha="center", va="center", color=colour, fontsize=max(6, 90 // n))
     ax.set_xlim(0, n)
     ax.set_ylim(0, n)
 
@@ -242,8 +261,7 @@ def _draw_hanoi(ax, state: np.ndarray, caption: str) -> None:
     ax.set_title(caption, fontsize=8)
 
 
-def _panel(kind: str, ax, row: np.ndarray, ex: Example, ref: np.ndarray | None, encoding: str,
-           caption: str) -> None:
+def _panel(kind: str, ax, row: np.ndarray, ex: Example, ref: np.ndarray | None, encoding: str, caption: str) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_aspect("equal")
@@ -287,8 +305,7 @@ def save_png(kind: str, examples: list[Example], path: Path, encoding: str = "ac
 
     cols = 3 if any(ex.preds is not None for ex in examples) else 2
     row_height = 2.0 if kind == "hanoi" else 3.4
-    fig, axes = plt.subplots(len(examples), cols, figsize=(3.2 * cols, row_height * len(examples)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(examples), cols, figsize=(3.2 * cols, row_height * len(examples)), squeeze=False)
     for i, ex in enumerate(examples):
         panels = [(ex.inputs, None, "input"), (ex.labels, None, "label")]
         if ex.preds is not None:

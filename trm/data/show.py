@@ -25,8 +25,9 @@ from trm.data.format import DatasetError, Metadata, read_split
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tools/show.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="tools/show.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("path", type=Path, help="a dataset folder or a predictions .npz")
     p.add_argument("--data", type=Path, default=None, help="the dataset a predictions file belongs to")
     p.add_argument("--kind", choices=render.KINDS, default=None, help="puzzle kind (default: detected)")
@@ -43,14 +44,17 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None,
-                                             Metadata | None, Path | None]:
+def _load(
+    args: argparse.Namespace,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, Metadata | None, Path | None]:
     if args.path.suffix == ".npz":
         if not args.path.is_file():
             raise DatasetError(f"{args.path}: predictions file not found")
         if not zipfile.is_zipfile(args.path):
-            raise DatasetError(f"{args.path}: not an .npz file (an .npz is a zip archive of .npy arrays); expected "
-                               f"the file a run writes to predictions/step-N.npz")
+            raise DatasetError(
+                f"{args.path}: not an .npz file (an .npz is a zip archive of .npy arrays); expected "
+                f"the file a run writes to predictions/step-N.npz"
+            )
         try:
             with np.load(args.path, allow_pickle=False) as z:
                 missing = [k for k in ("inputs", "labels", "preds") if k not in z.files]
@@ -58,14 +62,15 @@ def _load(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray 
                     raise DatasetError(f"{args.path}: missing arrays {missing} (expected inputs, labels, preds)")
                 arrays = {k: np.asarray(z[k]).astype(np.int64) for k in z.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError) as e:
-            raise DatasetError(f"{args.path}: not a readable predictions .npz ({type(e).__name__}: {e}); expected "
-                               f"the file a run writes to predictions/step-N.npz") from None
+            raise DatasetError(
+                f"{args.path}: not a readable predictions .npz ({type(e).__name__}: {e}); expected "
+                f"the file a run writes to predictions/step-N.npz"
+            ) from None
         if not arrays["inputs"].shape == arrays["labels"].shape == arrays["preds"].shape:
             shapes = {k: arrays[k].shape for k in ("inputs", "labels", "preds")}
             raise DatasetError(f"{args.path}: arrays must share one shape (N, seq_len), got {shapes}")
         meta = read_split(args.data, args.split).meta if args.data is not None else None
-        return (arrays["inputs"], arrays["labels"], arrays["preds"], arrays.get("puzzle_identifiers"), meta,
-                args.data)
+        return (arrays["inputs"], arrays["labels"], arrays["preds"], arrays.get("puzzle_identifiers"), meta, args.data)
     split = read_split(args.path, args.split)
     ids = np.repeat(split.puzzle_identifiers, np.diff(split.puzzle_indices))
     return split.inputs, split.labels, None, ids, split.meta, args.path
@@ -90,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"show: error: {e}", file=sys.stderr)
         return 2
     try:
-        kind = args.kind or (render.detect_kind(data, meta) if meta is not None else render.guess_kind(
-            np.asarray(inputs[: min(len(inputs), 64)])))
+        kind = args.kind or (
+            render.detect_kind(data, meta)
+            if meta is not None
+            else render.guess_kind(np.asarray(inputs[: min(len(inputs), 64)]))
+        )
     except ValueError as e:
         print(f"show: error: {e}", file=sys.stderr)
         return 2
@@ -123,9 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         ident = "" if ids is None else f", puzzle {int(ids[r])}"
         if names is not None and len(names) > 1 and ids is not None and 0 <= int(ids[r]) < len(names):
             ident += f" '{names[int(ids[r])]}'"
-        examples.append(render.Example(np.asarray(inputs[r]).astype(np.int64),
-                                       np.asarray(labels[r]).astype(np.int64),
-                                       None if preds is None else preds[r], f"{args.split} row {r}{ident}"))
+        examples.append(
+            render.Example(
+                np.asarray(inputs[r]).astype(np.int64),
+                np.asarray(labels[r]).astype(np.int64),
+                None if preds is None else preds[r],
+                f"{args.split} row {r}{ident}",
+            )
+        )
     if not args.no_text:
         for ex in examples:
             print(render.example_text(kind, ex, encoding or "action"))

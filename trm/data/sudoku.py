@@ -46,15 +46,18 @@ def _units(box: int) -> tuple[tuple[int, ...], ...]:
     n = box * box
     rows = [tuple(r * n + j for j in range(n)) for r in range(n)]
     cols = [tuple(i * n + k for i in range(n)) for k in range(n)]
-    boxes = [tuple((br + i) * n + bk + j for i in range(box) for j in range(box))
-             for br in range(0, n, box) for bk in range(0, n, box)]
+    boxes = [
+        tuple((br + i) * n + bk + j for i in range(box) for j in range(box))
+        for br in range(0, n, box)
+        for bk in range(0, n, box)
+    ]
     return tuple(rows + cols + boxes)
 
 
 def box_of(num_cells: int) -> int:
     """Box size from the number of cells (16 -> 2, 81 -> 3); raises ValueError for other sizes."""
-    n = round(num_cells ** 0.5)
-    box = round(n ** 0.5)
+    n = round(num_cells**0.5)
+    box = round(n**0.5)
     if box * box != n or n * n != num_cells:
         raise ValueError(f"{num_cells} cells is not a square Sudoku with square boxes (expected 16, 81, ...)")
     return box
@@ -75,8 +78,7 @@ def valid_solutions(grids: np.ndarray, box: int) -> np.ndarray:
     g = np.asarray(grids).reshape(-1, n, n)
     boxes = g.reshape(-1, box, box, box, box).transpose(0, 1, 3, 2, 4).reshape(-1, n, n)
     want = np.arange(1, n + 1)
-    return np.all([(np.sort(u, axis=2) == want).all(axis=(1, 2)) for u in (g, g.transpose(0, 2, 1), boxes)],
-                  axis=0)
+    return np.all([(np.sort(u, axis=2) == want).all(axis=(1, 2)) for u in (g, g.transpose(0, 2, 1), boxes)], axis=0)
 
 
 class _Search:
@@ -163,8 +165,9 @@ class _Search:
                 return
 
 
-def solve(puzzle: np.ndarray, box: int, limit: int = 2,
-          rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], int]:
+def solve(
+    puzzle: np.ndarray, box: int, limit: int = 2, rng: np.random.Generator | None = None
+) -> tuple[list[np.ndarray], int]:
     """Up to `limit` solutions of a puzzle and the number of backtracks the search needed (its rating)."""
     s = _Search(box, rng)
     s.run([int(v) for v in np.asarray(puzzle).ravel()], limit)
@@ -173,12 +176,11 @@ def solve(puzzle: np.ndarray, box: int, limit: int = 2,
 
 def random_grid(box: int, rng: np.random.Generator) -> np.ndarray:
     """A uniformly shuffled search from the empty grid: a random complete valid grid."""
-    sols, _ = solve(np.zeros(box ** 4, dtype=np.int64), box, limit=1, rng=rng)
+    sols, _ = solve(np.zeros(box**4, dtype=np.int64), box, limit=1, rng=rng)
     return sols[0]
 
 
-def minimal_puzzle(solution: np.ndarray, box: int, rng: np.random.Generator,
-                   min_clues: int = 0) -> np.ndarray:
+def minimal_puzzle(solution: np.ndarray, box: int, rng: np.random.Generator, min_clues: int = 0) -> np.ndarray:
     """Remove clues in random order while the solution stays unique (stops at min_clues)."""
     puzzle = np.array(solution, dtype=np.int64)
     for cell in rng.permutation(puzzle.size):

@@ -33,8 +33,9 @@ def _key(grid: np.ndarray) -> bytes:
 
 def _load_json(path: Path, what: str) -> object:
     if not path.is_file():
-        raise DatasetError(f"{path}: missing; the ARC evaluator needs {what} (build the data with "
-                           f"tools/build_data.py arc)")
+        raise DatasetError(
+            f"{path}: missing; the ARC evaluator needs {what} (build the data with tools/build_data.py arc)"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -44,8 +45,9 @@ def _load_json(path: Path, what: str) -> object:
 class ARCEvaluator:
     name = "arc"
 
-    def __init__(self, data_path: Path, meta: Metadata, pass_ks: tuple[int, ...] = PASS_KS,
-                 submission_k: int = SUBMISSION_K) -> None:
+    def __init__(
+        self, data_path: Path, meta: Metadata, pass_ks: tuple[int, ...] = PASS_KS, submission_k: int = SUBMISSION_K
+    ) -> None:
         self.blank_id = meta.blank_identifier_id
         self.pass_ks = pass_ks
         self.submission_k = submission_k
@@ -80,8 +82,14 @@ class ARCEvaluator:
         self.votes: dict[tuple[str, int], dict[bytes, list[float]]] = defaultdict(dict)
         self.grids: dict[bytes, np.ndarray] = {}
 
-    def update(self, inputs: np.ndarray, labels: np.ndarray, puzzle_identifiers: np.ndarray,
-               preds: np.ndarray, q_halt_logits: np.ndarray) -> None:
+    def update(
+        self,
+        inputs: np.ndarray,
+        labels: np.ndarray,
+        puzzle_identifiers: np.ndarray,
+        preds: np.ndarray,
+        q_halt_logits: np.ndarray,
+    ) -> None:
         q = 1.0 / (1.0 + np.exp(-np.asarray(q_halt_logits, dtype=np.float64)))
         ids = np.asarray(puzzle_identifiers).tolist()
         keep = [r for r, i in enumerate(ids) if i in self.variants]  # drops blank padding, non-test tasks

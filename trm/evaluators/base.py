@@ -14,8 +14,14 @@ class Evaluator(Protocol):
     def begin(self) -> None:
         """Forget everything from earlier evaluations."""
 
-    def update(self, inputs: np.ndarray, labels: np.ndarray, puzzle_identifiers: np.ndarray,
-               preds: np.ndarray, q_halt_logits: np.ndarray) -> None:
+    def update(
+        self,
+        inputs: np.ndarray,
+        labels: np.ndarray,
+        puzzle_identifiers: np.ndarray,
+        preds: np.ndarray,
+        q_halt_logits: np.ndarray,
+    ) -> None:
         """Add a batch: inputs/labels/preds (B, seq_len), puzzle_identifiers (B,), q_halt_logits (B,)."""
 
     def result(self, out_dir: Path | None = None) -> dict[str, float]:

@@ -41,8 +41,14 @@ class HanoiEvaluator:
         self.tokens = self.correct_tokens = self.rows = self.exact = self.legal = 0
         self.by_disks: dict[int, list[int]] = defaultdict(lambda: [0, 0])
 
-    def update(self, inputs: np.ndarray, labels: np.ndarray, puzzle_identifiers: np.ndarray,
-               preds: np.ndarray, q_halt_logits: np.ndarray) -> None:
+    def update(
+        self,
+        inputs: np.ndarray,
+        labels: np.ndarray,
+        puzzle_identifiers: np.ndarray,
+        preds: np.ndarray,
+        q_halt_logits: np.ndarray,
+    ) -> None:
         labels = np.asarray(labels)
         mask = (labels != IGNORE) & (labels != self.pad_id)
         hit = (np.asarray(preds) == labels) & mask
@@ -65,8 +71,11 @@ class HanoiEvaluator:
 
     def result(self, out_dir: Path | None = None) -> dict[str, float]:
         rows = max(self.rows, 1)
-        metrics = {"token_accuracy": self.correct_tokens / max(self.tokens, 1),
-                   "exact_accuracy": self.exact / rows, "legal_move_rate": self.legal / rows}
+        metrics = {
+            "token_accuracy": self.correct_tokens / max(self.tokens, 1),
+            "exact_accuracy": self.exact / rows,
+            "legal_move_rate": self.legal / rows,
+        }
         for n in sorted(self.by_disks):
             seen, exact = self.by_disks[n]
             metrics[f"exact_accuracy_{n}_disks"] = exact / seen

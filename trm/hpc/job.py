@@ -73,8 +73,9 @@ def slurm_stop_kind(job_id: str, restart_count: int) -> str:
     - "cancelled": anything else (scancel, a kill); also when scontrol cannot be asked.
     """
     try:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
-                             timeout=30).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "cancelled"
     fields = dict(w.split("=", 1) for w in out.split() if "=" in w)

@@ -197,8 +197,19 @@ def jobs_sweep(
             name = command_run_name(job.command)
             if name in lines:
                 raise SpecError(f"{where}: the same command as line {lines[name].lineno}; a plain command runs once")
-            runs.append(RunSpec(name, {}, Config(), {}, {}, root / sweep_name / name, Path(), command=job.command,
-                                jobs_command=job.command))
+            runs.append(
+                RunSpec(
+                    name,
+                    {},
+                    Config(),
+                    {},
+                    {},
+                    root / sweep_name / name,
+                    Path(),
+                    command=job.command,
+                    jobs_command=job.command,
+                )
+            )
             lines[name] = job
             continue
         cmd = train_command(job, str(path))

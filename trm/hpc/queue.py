@@ -127,8 +127,10 @@ class QueueRunner:
                 continue  # the runner died but the line's processes go on: it is still running
             code = self._read_result(int(pgid)) if pgid else None
             if code is None:
-                self.say(f"reclaiming line {job.lineno} from dead runner {job.owner} (its processes are gone, "
-                         f"no exit status recorded)")
+                self.say(
+                    f"reclaiming line {job.lineno} from dead runner {job.owner} (its processes are gone, "
+                    f"no exit status recorded)"
+                )
                 text = replace_line(text, with_state(job, "pending"))
             else:
                 self.say(f"line {job.lineno}: its runner {runner} died, the line ended with exit {code}")
@@ -204,7 +206,10 @@ class QueueRunner:
         self.results.mkdir(exist_ok=True)
         self.child = subprocess.Popen(
             ["bash", "-c", _WRAPPER, "trm-queue-line", job.command, str(self.results), self.host],
-            cwd=self.path.parent, env=env, start_new_session=True, stdin=subprocess.PIPE,
+            cwd=self.path.parent,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.PIPE,
         )
         pgid = self.last_pgid = self.child.pid  # a new session: its leader's pid ($$ in the wrapper) is the group id
         try:

@@ -146,9 +146,7 @@ def _context(req: ScriptRequest) -> dict[str, object]:
     }
     for line in prof.setup + prof.extra_directives:
         if "\n" in line:
-            raise RenderError(
-                f"profile {prof.name}: setup and extra_directives entries must be one line, got {line!r}"
-            )
+            raise RenderError(f"profile {prof.name}: setup and extra_directives entries must be one line, got {line!r}")
     if prof.scheduler == "slurm":
         tag = "%A_%a" if req.array_size else "%j"
         ctx.update(
@@ -156,9 +154,7 @@ def _context(req: ScriptRequest) -> dict[str, object]:
             stderr=f"{folder}/{tag}_0_log.err",
             task_stdout=f"{folder}/{tag}_%t_log.out",
             task_stderr=f"{folder}/{tag}_%t_log.err",
-            mem=(
-                f"{int(res.mem_gb)}G" if res.mem_gb == int(res.mem_gb) else f"{math.ceil(res.mem_gb * 1024)}M"
-            ),
+            mem=(f"{int(res.mem_gb)}G" if res.mem_gb == int(res.mem_gb) else f"{math.ceil(res.mem_gb * 1024)}M"),
             array=f"0-{req.array_size - 1}%{parallelism}" if req.array_size else "",
         )
     elif prof.scheduler == "lsf":
@@ -166,9 +162,7 @@ def _context(req: ScriptRequest) -> dict[str, object]:
         mem_gb = res.mem_gb / slots if prof.mem_per_slot else res.mem_gb
         tag = "%J_%I" if req.array_size else "%J"
         ctx.update(
-            lsf_job_name=(
-                f"{req.job_name}[1-{req.array_size}]%{parallelism}" if req.array_size else req.job_name
-            ),
+            lsf_job_name=(f"{req.job_name}[1-{req.array_size}]%{parallelism}" if req.array_size else req.job_name),
             slots=slots,
             rusage=f"rusage[mem={max(1, math.ceil(mem_gb))}GB]",
             gpu=f"num={res.gpus_per_node}:mode={prof.gpu_mode}" if res.gpus_per_node else "",

@@ -41,9 +41,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
-        raise SchedulerError(
-            f"'{cmd[0]}' not found: is this a login node of the cluster the profile names?"
-        ) from None
+        raise SchedulerError(f"'{cmd[0]}' not found: is this a login node of the cluster the profile names?") from None
 
 
 def _slurm_states(job_ids: list[str]) -> dict[str, str]:
@@ -59,9 +57,7 @@ def _slurm_states(job_ids: list[str]) -> dict[str, str]:
     out = {j: info[j]["State"].split()[0] for j in job_ids if j in info}  # "CANCELLED by 0" -> CANCELLED
     missing = [j for j in job_ids if j not in out]
     if missing:
-        queue = _run(
-            ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(sorted({j.split("_")[0] for j in missing}))]
-        )
+        queue = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(sorted({j.split("_")[0] for j in missing}))])
         listed = dict(line.split("|", 1) for line in queue.stdout.split() if "|" in line)
         out.update({j: listed.get(j, "GONE") for j in missing})
     return out

@@ -162,9 +162,7 @@ def parse_time_minutes(text: str | int, where: str = "time") -> int:
                 f'write HH:MM:SS (e.g. "{s}:00") or whole minutes'
             )
         else:
-            raise SpecError(
-                f'{where}: expected a duration like "24:00:00", "1-00:00:00" or minutes, got {s!r}'
-            )
+            raise SpecError(f'{where}: expected a duration like "24:00:00", "1-00:00:00" or minutes, got {s!r}')
     if minutes < 1:
         raise SpecError(f"{where}: the time limit must be at least one minute, got {text!r}")
     return minutes
@@ -221,8 +219,7 @@ def _override_key(key: Any, where: str) -> str:
     canon = canonical_key(key)
     if canon in _RESERVED:
         raise SpecError(
-            f"{where}: '{key}' is set by the sweep (runs live in <runs_root>/<sweep>/<run>); "
-            f"rename the run instead"
+            f"{where}: '{key}' is set by the sweep (runs live in <runs_root>/<sweep>/<run>); rename the run instead"
         )
     return canon
 
@@ -307,17 +304,12 @@ def _grid_runs(raw: Any, where: str) -> list[tuple[str, dict[str, str]]]:
     labels = [short if last.count(short) == 1 else k for k, short in zip([k for k, _ in axes], last)]
     runs = []
     for combo in itertools.product(*(vals for _, vals in axes)):
-        parts = [
-            f"{label}={re.sub(r'[^A-Za-z0-9._+-]+', '-', v).strip('-') or 'x'}"
-            for label, v in zip(labels, combo)
-        ]
+        parts = [f"{label}={re.sub(r'[^A-Za-z0-9._+-]+', '-', v).strip('-') or 'x'}" for label, v in zip(labels, combo)]
         runs.append((",".join(parts), {k: v for (k, _), v in zip(axes, combo)}))
     return runs
 
 
-def load_sweep(
-    path: str | Path, runs_root: str | Path | None = None, profile: str | Path | None = None
-) -> Sweep:
+def load_sweep(path: str | Path, runs_root: str | Path | None = None, profile: str | Path | None = None) -> Sweep:
     """Load and validate a sweep spec.
 
     `runs_root`: where `<sweep>/<run>` directories go; None means the profile's `runs_root`, else
@@ -407,6 +399,4 @@ def load_sweep(
             raise SpecError(f"{rwhere} (run '{rname}'): invalid config: {e}") from None
         runs.append(run)
     description = raw.get("description") or ""
-    return Sweep(
-        name, path, runs, baseline, metric, resources, prof, root, config_path, repo_root, str(description)
-    )
+    return Sweep(name, path, runs, baseline, metric, resources, prof, root, config_path, repo_root, str(description))

@@ -93,9 +93,7 @@ def _live_states(sweep: Sweep, statuses: dict[str, dict[str, Any]], live: dict[s
 def sweep_rows(sweep: Sweep, query_scheduler: bool = True) -> list[RunRow]:
     statuses = {r.name: read_status(r.run_dir) for r in sweep.runs}
     live = {
-        name: s["job_ids"][-1]
-        for name, s in statuses.items()
-        if s.get("job_ids") and s.get("state") not in FINISHED
+        name: s["job_ids"][-1] for name, s in statuses.items() if s.get("job_ids") and s.get("state") not in FINISHED
     }
     states: dict[str, str] = {}
     scheduler_note = ""
@@ -192,11 +190,7 @@ def format_table(rows: list[RunRow], metric: str) -> str:
     header = ["run", "state", "step", "epoch", metric, "jobs", "log"]
     lines = [header]
     for r in rows:
-        step = (
-            f"{r.step}/{r.total_steps}"
-            if r.step is not None and r.total_steps
-            else (str(r.step or "") or "-")
-        )
+        step = f"{r.step}/{r.total_steps}" if r.step is not None and r.total_steps else (str(r.step or "") or "-")
         lines.append(
             [
                 r.run,

@@ -82,9 +82,7 @@ def plan(sweep: Sweep, runs: list[RunSpec], existing: str) -> tuple[list[RunSpec
             f"also resubmit failed/cancelled runs from their checkpoints."
         )
     statuses = {r.name: read_status(r.run_dir) for r in present}
-    live_ids = [
-        s["job_ids"][-1] for s in statuses.values() if s.get("job_ids") and s.get("state") not in FINISHED
-    ]
+    live_ids = [s["job_ids"][-1] for s in statuses.values() if s.get("job_ids") and s.get("state") not in FINISHED]
     states = job_states(sweep.profile, live_ids) if existing == "resume" and live_ids else {}
     todo, skipped = [], {}
     for run in runs:
@@ -123,8 +121,7 @@ def check_datasets(sweep: Sweep, runs: list[RunSpec]) -> None:
                 missing.setdefault(p, []).append(run.name)
     if missing:
         lines = "; ".join(
-            f"{p} (runs {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})"
-            for p, names in missing.items()
+            f"{p} (runs {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})" for p, names in missing.items()
         )
         raise SubmitError(
             f"sweep {sweep.name}: dataset(s) not found: {lines}. Nothing was submitted. Build them "
@@ -140,8 +137,10 @@ def check_ranks(sweep: Sweep, runs: list[RunSpec]) -> None:
     for run in runs:
         if not run.trains:
             continue
-        for key, size in (("train.global_batch_size", run.config.train.global_batch_size),
-                          ("eval.global_batch_size", run.config.eval.global_batch_size)):
+        for key, size in (
+            ("train.global_batch_size", run.config.train.global_batch_size),
+            ("eval.global_batch_size", run.config.eval.global_batch_size),
+        ):
             if size and size % ranks:
                 raise SubmitError(
                     f"run {run.name}: {key} ({size}) must be divisible by the job's {ranks} ranks "
@@ -178,9 +177,7 @@ def dry_run(
                 runs=tuple(r.name for r in chunk),
                 sweep=sweep.name,
             )
-            path = out_dir / (
-                f"{sweep.name}.array{i}.{ext}" if len(groups) > 1 else f"{sweep.name}.array.{ext}"
-            )
+            path = out_dir / (f"{sweep.name}.array{i}.{ext}" if len(groups) > 1 else f"{sweep.name}.array.{ext}")
             write_private(path, render_script(req), prof)
             written.append(path)
     else:
@@ -378,9 +375,7 @@ def _run_locally(
     return result
 
 
-def cancel_sweep(
-    sweep: Sweep, runs: list[RunSpec] | None = None, say: Callable[[str], None] = print
-) -> list[str]:
+def cancel_sweep(sweep: Sweep, runs: list[RunSpec] | None = None, say: Callable[[str], None] = print) -> list[str]:
     """Cancel the queued/running jobs of the runs (one scheduler call) and mark them cancelled."""
     from trm.hpc.scheduler import cancel_jobs
 
@@ -394,9 +389,7 @@ def cancel_sweep(
         return []
     # Marked first: a job stopped by the cancel's SIGTERM checkpoints and must not requeue itself.
     for run, job in targets.values():
-        update_status(
-            run.run_dir, state="cancelled", message=f"cancelled (job {job}) by tools/submit.py --cancel"
-        )
+        update_status(run.run_dir, state="cancelled", message=f"cancelled (job {job}) by tools/submit.py --cancel")
     output = cancel_jobs(sweep.profile, [job for _, job in targets.values()])
     for name, (_, job) in targets.items():
         say(f"cancelled {name} (job {job})")

@@ -26,8 +26,9 @@ class PuzzleEmbedding(nn.Module):
         if not self.training:
             return self.weights[ids]
         if ids.shape[0] != self.local_weights.shape[0]:
-            raise ValueError(f"puzzle embedding built for a local batch of {self.local_weights.shape[0]}, "
-                             f"got {ids.shape[0]}")
+            raise ValueError(
+                f"puzzle embedding built for a local batch of {self.local_weights.shape[0]}, got {ids.shape[0]}"
+            )
         with torch.no_grad():
             self.local_weights.copy_(self.weights[ids])
             self.local_ids.copy_(ids)

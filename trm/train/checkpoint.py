@@ -128,8 +128,8 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path, bool]]:
     out = []
     if root.is_dir():
         for d in root.iterdir():
-            if d.is_dir() and d.name.startswith(PREFIX) and d.name[len(PREFIX):].isdigit():
-                out.append((int(d.name[len(PREFIX):]), d, (d / MARKER).is_file()))
+            if d.is_dir() and d.name.startswith(PREFIX) and d.name[len(PREFIX) :].isdigit():
+                out.append((int(d.name[len(PREFIX) :]), d, (d / MARKER).is_file()))
     return sorted(out)
 
 
@@ -162,8 +162,9 @@ def load(path: Path, rank: int, device: torch.device) -> tuple[dict, dict | None
     return main, rank_state
 
 
-def load_with_fallback(path: Path, root: Path, rank: int, device: torch.device, fallback: bool,
-                       say: Callable[[str], None] | None = None) -> tuple[Path, dict, dict | None]:
+def load_with_fallback(
+    path: Path, root: Path, rank: int, device: torch.device, fallback: bool, say: Callable[[str], None] | None = None
+) -> tuple[Path, dict, dict | None]:
     """Load `path`; when it is damaged and `fallback` is on, warn (through `say`) naming it and try the
     next older complete checkpoint in `root`, until one loads. Raises CheckpointDamaged when none does."""
     damaged: list[str] = []
@@ -175,19 +176,22 @@ def load_with_fallback(path: Path, root: Path, rank: int, device: torch.device, 
             if not fallback:
                 raise
             damaged.append(str(e))
-            step = current.name[len(PREFIX):]
+            step = current.name[len(PREFIX) :]
             current = latest(root, warn=False, below=int(step)) if step.isdigit() else None
             if say is not None:
-                say(f"warning: damaged checkpoint skipped: {e}; "
-                    f"{'falling back to ' + str(current) if current else 'no older complete one is left'}")
+                say(
+                    f"warning: damaged checkpoint skipped: {e}; "
+                    f"{'falling back to ' + str(current) if current else 'no older complete one is left'}"
+                )
             continue
         return current, main, rank_state
     raise CheckpointDamaged("no complete checkpoint could be loaded: " + "; ".join(damaged))
 
 
 class CheckpointWriter:
-    def __init__(self, root: Path, keep: int, rank: int, world_size: int, background: bool,
-                 wait_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, root: Path, keep: int, rank: int, world_size: int, background: bool, wait_timeout_s: float = 600.0
+    ) -> None:
         self.root = root
         self.keep = keep
         self.rank = rank
@@ -208,8 +212,9 @@ class CheckpointWriter:
         rank_cpu = to_cpu(rank_state, clone=False)
         self.last_stall_s = time.perf_counter() - t0
         if self.background and not wait:
-            self._thread = threading.Thread(target=self._run, args=(step, main_cpu, rank_cpu), daemon=True,
-                                            name=f"checkpoint-{step}")
+            self._thread = threading.Thread(
+                target=self._run, args=(step, main_cpu, rank_cpu), daemon=True, name=f"checkpoint-{step}"
+            )
             self._thread.start()
         else:
             self._run(step, main_cpu, rank_cpu)
@@ -238,8 +243,9 @@ class CheckpointWriter:
         for r in range(self.world_size):
             while not (partial / f"rank-{r:05d}.done").exists():
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"checkpoint {final}: rank {r} did not finish writing within "
-                                       f"{self.wait_timeout_s:.0f} s")
+                    raise TimeoutError(
+                        f"checkpoint {final}: rank {r} did not finish writing within {self.wait_timeout_s:.0f} s"
+                    )
                 time.sleep(0.05)
         for r in range(self.world_size):
             (partial / f"rank-{r:05d}.done").unlink()
@@ -255,13 +261,13 @@ class CheckpointWriter:
 
     def _prune(self, newest: int) -> None:
         complete = [(s, d) for s, d, ok in list_checkpoints(self.root) if ok]
-        for _, d in complete[:-self.keep]:
+        for _, d in complete[: -self.keep]:
             shutil.rmtree(d, ignore_errors=True)
         for s, d, ok in list_checkpoints(self.root):
             if not ok and s < newest:
                 shutil.rmtree(d, ignore_errors=True)
         for d in self.root.glob(f".partial-{PREFIX}*"):
-            step = d.name[len(f".partial-{PREFIX}"):]
+            step = d.name[len(f".partial-{PREFIX}") :]
             # Other ranks may already be writing a newer step: only older leftovers go.
             if step.isdigit() and int(step) < newest:
                 shutil.rmtree(d, ignore_errors=True)

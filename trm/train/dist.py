@@ -49,7 +49,9 @@ def _from_submitit() -> dict[str, str] | None:
     env = submitit.JobEnvironment()
     job_id = "".join(ch for ch in str(env.job_id) if ch.isdigit()) or "0"
     return {
-        "RANK": str(env.global_rank), "WORLD_SIZE": str(env.num_tasks), "LOCAL_RANK": str(env.local_rank),
+        "RANK": str(env.global_rank),
+        "WORLD_SIZE": str(env.num_tasks),
+        "LOCAL_RANK": str(env.local_rank),
         "MASTER_ADDR": env.hostnames[0] if env.hostnames else "127.0.0.1",
         # One port per job so two jobs sharing a node do not collide.
         "MASTER_PORT": os.environ.get("MASTER_PORT", str(20000 + int(job_id[-4:]) % 20000)),
@@ -60,9 +62,11 @@ def pick_device(pref: str, local_rank: int) -> torch.device:
     if pref in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if pref == "cuda":
-        raise DeviceError("train.device=cuda but torch sees no CUDA device "
-                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); "
-                          "use train.device=auto or cpu")
+        raise DeviceError(
+            "train.device=cuda but torch sees no CUDA device "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}); "
+            "use train.device=auto or cpu"
+        )
     if pref in ("auto", "mps") and torch.backends.mps.is_available():
         return torch.device("mps")
     if pref == "mps":

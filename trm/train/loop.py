@@ -56,8 +56,10 @@ def run_name(cfg: C.Config) -> str:
 
 def _load_data(cfg: C.Config) -> tuple[Any, Any]:
     if len(cfg.data.data_paths) != 1 or len(cfg.data.data_paths_test) > 1:
-        raise C.ConfigError(f"data.data_paths: exactly one dataset folder is supported, got {cfg.data.data_paths} "
-                            "(merging several folders, as the reference can, is not implemented)")
+        raise C.ConfigError(
+            f"data.data_paths: exactly one dataset folder is supported, got {cfg.data.data_paths} "
+            "(merging several folders, as the reference can, is not implemented)"
+        )
     root = cfg.data.data_paths[0]
     problems = validate_dataset(root)
     test_root = cfg.data.data_paths_test[0] if cfg.data.data_paths_test else root
@@ -68,8 +70,10 @@ def _load_data(cfg: C.Config) -> tuple[Any, Any]:
     train, test = read_split(root, "train"), read_split(test_root, "test")
     for key in ("vocab_size", "seq_len"):
         if getattr(train.meta, key) != getattr(test.meta, key):
-            raise DatasetError(f"{key} differs between the train split ({getattr(train.meta, key)}) and the "
-                               f"test split ({getattr(test.meta, key)}) of '{root}'")
+            raise DatasetError(
+                f"{key} differs between the train split ({getattr(train.meta, key)}) and the "
+                f"test split ({getattr(test.meta, key)}) of '{root}'"
+            )
     return train, test
 
 
@@ -83,33 +87,48 @@ class Trainer:
         meta: Metadata = self.train_split.meta
         self.B = tc.global_batch_size
         if self.B % env.world_size:
-            raise C.ConfigError(f"train.global_batch_size ({self.B}) must be divisible by the number of ranks "
-                                f"({env.world_size})")
+            raise C.ConfigError(
+                f"train.global_batch_size ({self.B}) must be divisible by the number of ranks ({env.world_size})"
+            )
         self.local_B = self.B // env.world_size
         self.eval_B = cfg.eval.global_batch_size or self.B
         if self.eval_B % env.world_size:
-            raise C.ConfigError(f"eval.global_batch_size ({self.eval_B}) must be divisible by the number of ranks "
-                                f"({env.world_size})")
+            raise C.ConfigError(
+                f"eval.global_batch_size ({self.eval_B}) must be divisible by the number of ranks ({env.world_size})"
+            )
         self.dtype = resolve_dtype(cfg.arch.forward_dtype, self.device)
         # Encoder mode (ETRM): the few-shot view of the data; checked before anything is built.
-        self.fewshot = etrm.EncoderData.load(cfg, self.train_split, self.test_split) \
-            if cfg.arch.encoder_type != "none" else None
+        self.fewshot = (
+            etrm.EncoderData.load(cfg, self.train_split, self.test_split) if cfg.arch.encoder_type != "none" else None
+        )
 
-        guards.check_fits_memory(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
-                          self.local_B, self.device)  # before allocating: an absurd size must not take the machine
+        guards.check_fits_memory(
+            cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers), self.local_B, self.device
+        )  # before allocating: an absurd size must not take the machine
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        self.model = TRM(cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers),
-                         self.local_B, self.dtype, pad_id=meta.pad_id).to(self.device)
+        self.model = TRM(
+            cfg.arch,
+            meta.vocab_size,
+            meta.seq_len,
+            max(1, meta.num_puzzle_identifiers),
+            self.local_B,
+            self.dtype,
+            pad_id=meta.pad_id,
+        ).to(self.device)
         if tc.act_mode == "online":
             self.model.halt_max_steps = cfg.arch.num_act_steps  # evaluation runs the steps training ran
         self.num_params = count_parameters(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         oc = cfg.optim
         groups, self.decoder_params = etrm.encoder_param_groups(self.model, oc.encoder_lr_scale)
-        self.adam = None if oc.freeze_weights else AdamATan2(groups, lr=0.0, betas=(oc.beta1, oc.beta2),
-                                                             weight_decay=oc.weight_decay)
+        self.adam = (
+            None
+            if oc.freeze_weights
+            else AdamATan2(groups, lr=0.0, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay)
+        )
         emb = self.model.inner.puzzle_emb
         from trm.model.puzzle_emb import SignSGD  # local: only the trainer builds optimizers
+
         self.sparse = SignSGD(emb, 0.0, oc.puzzle_emb_weight_decay) if emb is not None else None
         self.ema = EMA(self.params, tc.ema_rate) if tc.ema and not oc.freeze_weights else None
         if oc.freeze_weights:
@@ -117,22 +136,35 @@ class Trainer:
                 p.requires_grad_(False)
         self.forward_module: torch.nn.Module = self.model
         if env.distributed and not oc.freeze_weights:
-            ddp = torch.nn.parallel.DistributedDataParallel(self.model, broadcast_buffers=False,
-                                                            bucket_cap_mb=25, device_ids=None)
+            ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, broadcast_buffers=False, bucket_cap_mb=25, device_ids=None
+            )
             ddp.register_comm_hook(None, _sum_hook)
             self.forward_module = ddp
         if tc.compile:
             compile_recursion(self.model.inner, tc.cuda_graphs, lambda line: self.say(line))
         self.batches: Prefetcher | None = None  # the chunk's batches, when the loop is running
 
-        self.iterator = TrainIterator(self.train_split, self.B, env.rank, env.world_size, tc.seed,
-                                      cfg.eval.eval_interval, cfg.data.max_train_groups) if self.fewshot is None \
+        self.iterator = (
+            TrainIterator(
+                self.train_split,
+                self.B,
+                env.rank,
+                env.world_size,
+                tc.seed,
+                cfg.eval.eval_interval,
+                cfg.data.max_train_groups,
+            )
+            if self.fewshot is None
             else self.fewshot.train_iterator(cfg, env.rank, env.world_size)
+        )
         self.num_chunks = tc.epochs // cfg.eval.eval_interval
         self.total_steps = int(tc.epochs * self.iterator.examples_per_epoch() / self.B)
         if self.total_steps < 1:
-            raise C.ConfigError(f"train.epochs={tc.epochs} over {self.iterator.num_groups} groups gives no full batch "
-                                f"of {self.B}; raise train.epochs or lower train.global_batch_size")
+            raise C.ConfigError(
+                f"train.epochs={tc.epochs} over {self.iterator.num_groups} groups gives no full batch "
+                f"of {self.B}; raise train.epochs or lower train.global_batch_size"
+            )
         self.stop_at = min(self.total_steps, tc.max_steps) if tc.max_steps > 0 else self.total_steps
         # The step the run will end at: the reference's step count includes the partial batch each chunk
         # drops, so the chunks' own batches bound it too. This is the denominator users see.
@@ -167,8 +199,9 @@ class Trainer:
         tc = cfg.train
         self.acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
         self.acc_steps = 0
-        self.writer = ckpt.CheckpointWriter(self.run_dir.checkpoints, tc.keep_checkpoints, env.rank, env.world_size,
-                                            background=True)
+        self.writer = ckpt.CheckpointWriter(
+            self.run_dir.checkpoints, tc.keep_checkpoints, env.rank, env.world_size, background=True
+        )
         self._resume()
         if env.is_main:
             self.run_dir.write_config(cfg, allow_change=tc.resume_ignore_config_change)
@@ -186,19 +219,28 @@ class Trainer:
             "ema": clone(self.ema.state_dict()) if self.ema else None,
             "adam": clone(self.adam.state_dict()) if self.adam else None,
             "sparse": self.sparse.state_dict() if self.sparse else None,
-            "step": self.step, "total_steps": self.total_steps,
+            "step": self.step,
+            "total_steps": self.total_steps,
             "iterator": self.batches.resume_state() if self.batches is not None else self.iterator.state_dict(),
             "explore_gen": self.explore_gen.get_state().cpu(),
-            "best": dict(self.best), "final": dict(self.final), "last_eval_step": self.last_eval_step,
-            "elapsed_s": self._elapsed(), "attempts": self.attempts, "world_size": self.env.world_size,
-            "config": C.to_dict(self.cfg), "config_hash": C.config_hash(self.cfg),
+            "best": dict(self.best),
+            "final": dict(self.final),
+            "last_eval_step": self.last_eval_step,
+            "elapsed_s": self._elapsed(),
+            "attempts": self.attempts,
+            "world_size": self.env.world_size,
+            "config": C.to_dict(self.cfg),
+            "config_hash": C.config_hash(self.cfg),
         }
 
     def _rank_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"carry": self.carry.state_dict() if self.carry is not None else None,
-                                 "torch_rng": torch.get_rng_state(),
-                                 # the metrics of a log interval cut by the checkpoint, so resumed lines match
-                                 "metric_acc": self.acc.clone(), "metric_steps": self.acc_steps}
+        state: dict[str, Any] = {
+            "carry": self.carry.state_dict() if self.carry is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            # the metrics of a log interval cut by the checkpoint, so resumed lines match
+            "metric_acc": self.acc.clone(),
+            "metric_steps": self.acc_steps,
+        }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -211,9 +253,11 @@ class Trainer:
         root = self.run_dir.checkpoints
         if mode == "false":
             if self.run_dir.has_results():
-                raise RunDirError(f"{self.run_dir.path} already holds a run (summary, metrics or checkpoints) and "
-                                  "train.resume=false would start it over; choose another run.name or resume "
-                                  "(train.resume=auto)")
+                raise RunDirError(
+                    f"{self.run_dir.path} already holds a run (summary, metrics or checkpoints) and "
+                    "train.resume=false would start it over; choose another run.name or resume "
+                    "(train.resume=auto)"
+                )
             return None
         if mode in ("auto", "true"):
             found = ckpt.latest(root, warn=self.env.is_main)
@@ -222,29 +266,37 @@ class Trainer:
             return found
         path = Path(mode)
         if not (path / ckpt.MARKER).is_file():
-            raise ResumeError(f"train.resume={mode}: not a complete checkpoint folder (expected {path}/"
-                              f"{ckpt.MARKER} and {path}/state.pt)")
+            raise ResumeError(
+                f"train.resume={mode}: not a complete checkpoint folder (expected {path}/"
+                f"{ckpt.MARKER} and {path}/state.pt)"
+            )
         return path
 
     def _resume(self) -> None:
         path = self._find_resume()
         if path is None:
             if self.cfg.train.init_from:
-                load_initial_weights(self.model, Path(self.cfg.train.init_from), self.cfg.train.init_from_ema,
-                                     self.say)
+                load_initial_weights(self.model, Path(self.cfg.train.init_from), self.cfg.train.init_from_ema, self.say)
                 if self.ema:
                     self.ema = EMA(self.params, self.cfg.train.ema_rate)
             return
         try:
-            path, main, rank_state = ckpt.load_with_fallback(path, self.run_dir.checkpoints, self.env.rank,
-                                                             self.device, self.cfg.train.resume in ("auto", "true"),
-                                                             say=self.say)
+            path, main, rank_state = ckpt.load_with_fallback(
+                path,
+                self.run_dir.checkpoints,
+                self.env.rank,
+                self.device,
+                self.cfg.train.resume in ("auto", "true"),
+                say=self.say,
+            )
         except ckpt.CheckpointDamaged as e:
             raise ResumeError(f"{e}. Move the damaged folders away to start over, or resume from a copy") from None
         if main["config_hash"] != C.config_hash(self.cfg) and not self.cfg.train.resume_ignore_config_change:
             diff = C.config_diff(C.config_from_dict(main["config"]), self.cfg)
-            raise ResumeError(f"checkpoint {path} was written with a different config ({'; '.join(diff)}); "
-                              "resume with the same config, or pass train.resume_ignore_config_change=true")
+            raise ResumeError(
+                f"checkpoint {path} was written with a different config ({'; '.join(diff)}); "
+                "resume with the same config, or pass train.resume_ignore_config_change=true"
+            )
         self.model.load_state_dict(main["model"])
         if self.ema and main["ema"]:
             self.ema.load_state_dict(main["ema"])
@@ -268,8 +320,10 @@ class Trainer:
             if "cuda_rng" in rank_state and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rank_state["cuda_rng"], self.device)
         elif self.env.is_main:
-            self.say(f"warning: checkpoint {path} was written by {main['world_size']} ranks, this run has "
-                     f"{self.env.world_size}: the ACT carry starts afresh (not bit-exact)")
+            self.say(
+                f"warning: checkpoint {path} was written by {main['world_size']} ranks, this run has "
+                f"{self.env.world_size}: the ACT carry starts afresh (not bit-exact)"
+            )
         self.say(f"resumed from {path} at step {self.step} (attempt {self.attempts})")
 
     # ------------------------------------------------------------------------------------------
@@ -288,8 +342,14 @@ class Trainer:
         if self.cfg.arch.halt_max_steps <= 1:
             return None
         u = torch.rand(self.B, device=self.device, generator=self.explore_gen)
-        k = torch.randint(2, self.cfg.arch.halt_max_steps + 1, (self.B,), device=self.device,
-                          generator=self.explore_gen, dtype=torch.int32)
+        k = torch.randint(
+            2,
+            self.cfg.arch.halt_max_steps + 1,
+            (self.B,),
+            device=self.device,
+            generator=self.explore_gen,
+            dtype=torch.int32,
+        )
         sl = slice(self.env.rank * self.local_B, (self.env.rank + 1) * self.local_B)
         return u[sl], k[sl]
 
@@ -411,8 +471,13 @@ class Trainer:
                     if cfg.eval.halt_early and bool(done.all()):
                         break
                 if evaluators or cfg.eval.save_predictions:
-                    rows = {"inputs": batch.inputs, "labels": batch.labels, "preds": preds,
-                            "puzzle_identifiers": batch.puzzle_identifiers, "q_halt_logits": q_halt}
+                    rows = {
+                        "inputs": batch.inputs,
+                        "labels": batch.labels,
+                        "preds": preds,
+                        "puzzle_identifiers": batch.puzzle_identifiers,
+                        "q_halt_logits": q_halt,
+                    }
                     mine = {k: v[batch.valid].cpu().numpy() for k, v in rows.items()}
                     parts = gather_objects(self.env, mine)
                     if self.env.is_main:
@@ -431,8 +496,11 @@ class Trainer:
         v = dict(zip(METRIC_KEYS, acc.tolist()))
         count = max(v.pop("count"), 1.0)
         # q_continue_loss is a training-only loss; kl_loss exists only with a demo encoder.
-        out = {f"eval/{k}": x / count for k, x in v.items()
-               if k != "q_continue_loss" and not (k == "kl_loss" and self.fewshot is None)}
+        out = {
+            f"eval/{k}": x / count
+            for k, x in v.items()
+            if k != "q_continue_loss" and not (k == "kl_loss" and self.fewshot is None)
+        }
         out.update(extra)
         for e in evaluators:
             for k, x in e.result(self.run_dir.path / f"evaluator_{e.name}_step_{self.step}").items():
@@ -445,8 +513,9 @@ class Trainer:
         cfg = self.cfg
         if self.fewshot is not None:
             return self.fewshot.eval_batches(cfg, self.eval_B, self.env.rank, self.env.world_size, max_batches)
-        return eval_batches(self.test_split, self.eval_B, self.env.rank, self.env.world_size, cfg.data.max_eval_groups,
-                            max_batches)
+        return eval_batches(
+            self.test_split, self.eval_B, self.env.rank, self.env.world_size, cfg.data.max_eval_groups, max_batches
+        )
 
     def _encoder_metrics(self) -> dict[str, float]:
         """The encoder-collapse diagnostic on fixed probes of held-out and of training tasks."""
@@ -492,14 +561,25 @@ class Trainer:
         elapsed = self._elapsed()
         # total_steps: the step this run ends at (its own step once done); schedule_steps: the LR schedule's.
         total = self.step if state == "done" else self.final_step
-        return {"run_name": self.name, "state": state, "step": self.step, "total_steps": total,
-                "schedule_steps": self.total_steps, "stop_at": self.stop_at, "epoch": self.iterator.epoch(),
-                "num_params": self.num_params,
-                "config_hash": C.config_hash(self.cfg), "world_size": self.env.world_size,
-                "device": self.device.type, "wall_time_s": elapsed,
-                "gpu_hours": elapsed * self.env.world_size / 3600 if self.device.type == "cuda" else 0.0,
-                "samples_per_s": self.step * self.B / elapsed if elapsed > 0 else 0.0,
-                "attempts": self.attempts, "final": self.final, "best": self.best}
+        return {
+            "run_name": self.name,
+            "state": state,
+            "step": self.step,
+            "total_steps": total,
+            "schedule_steps": self.total_steps,
+            "stop_at": self.stop_at,
+            "epoch": self.iterator.epoch(),
+            "num_params": self.num_params,
+            "config_hash": C.config_hash(self.cfg),
+            "world_size": self.env.world_size,
+            "device": self.device.type,
+            "wall_time_s": elapsed,
+            "gpu_hours": elapsed * self.env.world_size / 3600 if self.device.type == "cuda" else 0.0,
+            "samples_per_s": self.step * self.B / elapsed if elapsed > 0 else 0.0,
+            "attempts": self.attempts,
+            "final": self.final,
+            "best": self.best,
+        }
 
     def _write_summary(self, state: str) -> None:
         if self.env.is_main:
@@ -508,8 +588,13 @@ class Trainer:
     def _log_eval(self, metrics: dict[str, float]) -> None:
         self._record_eval(metrics)
         if self.env.is_main:
-            record = {"event": "eval", "step": self.step, "epoch": self.iterator.epoch(), "time_s": self._elapsed(),
-                      **metrics}
+            record = {
+                "event": "eval",
+                "step": self.step,
+                "epoch": self.iterator.epoch(),
+                "time_s": self._elapsed(),
+                **metrics,
+            }
             self.run_dir.append_metrics(record)
             self.logger.log(metrics, self.step)
             shown = " ".join(f"{k.removeprefix('eval/')} {v:.4f}" for k, v in metrics.items())
@@ -520,22 +605,36 @@ class Trainer:
         cfg, env = self.cfg, self.env
         self._t_start = time.monotonic()
         watch = StopWatch(cfg.train.signals, cfg.train.time_limit_minutes, cfg.train.time_limit_margin_minutes)
-        bar = tqdm(total=self.final_step, initial=self.step, disable=not (cfg.log.progress and env.is_main),
-                   dynamic_ncols=True, unit="step", mininterval=1.0 if _isatty() else 60.0)
-        self.say(f"run {self.name}: {self.num_params:,} parameters, {env.world_size} rank(s) on {self.device.type} "
-                 f"({str(self.dtype).removeprefix('torch.')}), {self.final_step} steps of {self.B} "
-                 f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}")
+        bar = tqdm(
+            total=self.final_step,
+            initial=self.step,
+            disable=not (cfg.log.progress and env.is_main),
+            dynamic_ncols=True,
+            unit="step",
+            mininterval=1.0 if _isatty() else 60.0,
+        )
+        self.say(
+            f"run {self.name}: {self.num_params:,} parameters, {env.world_size} rank(s) on {self.device.type} "
+            f"({str(self.dtype).removeprefix('torch.')}), {self.final_step} steps of {self.B} "
+            f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}"
+        )
         if self.dtype == torch.float16:
-            self.say("warning: arch.forward_dtype=float16 runs without loss scaling: gradients under float16's "
-                     "range (6e-8) become zero. auto picks bfloat16 on GPUs that have it and float32 elsewhere")
+            self.say(
+                "warning: arch.forward_dtype=float16 runs without loss scaling: gradients under float16's "
+                "range (6e-8) become zero. auto picks bfloat16 on GPUs that have it and float32 elsewhere"
+            )
         self._write_summary("running")
         t_log = time.monotonic()
         last_ckpt_step, t_ckpt = self.step, time.monotonic()
         try:
             while self.step < self.stop_at and self.iterator.chunk < self.num_chunks:
                 chunk = self.iterator.chunk
-                self.batches = Prefetcher(self.iterator.chunk_batches(), self.device, self.iterator.state_dict,
-                                          lookahead=self.device.type == "cuda")
+                self.batches = Prefetcher(
+                    self.iterator.chunk_batches(),
+                    self.device,
+                    self.iterator.state_dict,
+                    lookahead=self.device.type == "cuda",
+                )
                 for batch in self.batches:
                     self.acc += self.train_step(batch)
                     self.acc_steps += 1
@@ -543,12 +642,17 @@ class Trainer:
                     if self.step % cfg.log.log_interval == 0 or self.step >= self.stop_at:
                         self._log_train(time.monotonic() - t_log, bar)
                         t_log = time.monotonic()
-                    due_steps = cfg.train.checkpoint_every_steps > 0 and \
-                        self.step - last_ckpt_step >= cfg.train.checkpoint_every_steps
-                    due_time = cfg.train.checkpoint_every_minutes > 0 and \
-                        time.monotonic() - t_ckpt >= 60 * cfg.train.checkpoint_every_minutes
-                    stop, due_time, cancel = any_true(env, watch.local_reason() is not None, due_time,
-                                                      watch.cancelled())
+                    due_steps = (
+                        cfg.train.checkpoint_every_steps > 0
+                        and self.step - last_ckpt_step >= cfg.train.checkpoint_every_steps
+                    )
+                    due_time = (
+                        cfg.train.checkpoint_every_minutes > 0
+                        and time.monotonic() - t_ckpt >= 60 * cfg.train.checkpoint_every_minutes
+                    )
+                    stop, due_time, cancel = any_true(
+                        env, watch.local_reason() is not None, due_time, watch.cancelled()
+                    )
                     if stop:
                         return self._stop(watch.local_reason() or "another rank's request", cancel)
                     if due_steps or due_time:
@@ -612,11 +716,14 @@ class Trainer:
         self.save_checkpoint(wait=True)
         self._write_summary("cancelled" if cancel else "checkpointed")
         if cancel:
-            self.say(f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_STOPPED} (a stop: "
-                     "this run does not requeue itself; train.resume=auto continues it)")
+            self.say(
+                f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_STOPPED} (a stop: "
+                "this run does not requeue itself; train.resume=auto continues it)"
+            )
             return EXIT_STOPPED
-        self.say(f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_REQUEUE} asks "
-                 "for a requeue")
+        self.say(
+            f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_REQUEUE} asks for a requeue"
+        )
         return EXIT_REQUEUE
 
     def _log_train(self, seconds: float, bar: tqdm) -> None:
@@ -628,17 +735,25 @@ class Trainer:
         guards.check_finite_loss(metrics["train/loss"], self.step, self._lr)  # every rank: all stop together
         if not self.env.is_main:
             return
-        record = {"event": "train", "step": self.step, "epoch": self.iterator.epoch(), "time_s": self._elapsed(),
-                  **metrics}
+        record = {
+            "event": "train",
+            "step": self.step,
+            "epoch": self.iterator.epoch(),
+            "time_s": self._elapsed(),
+            **metrics,
+        }
         self.run_dir.append_metrics(record)
         self.logger.log(metrics, self.step)
-        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", exact=f"{metrics['train/exact_accuracy']:.3f}",
-                        refresh=False)
-        self.say(f"train step {self.step:>7}/{self.final_step} ep {self.iterator.epoch():.1f} | "
-                 f"loss {metrics['train/loss']:.4f} acc {metrics['train/accuracy']:.4f} "
-                 f"exact {metrics['train/exact_accuracy']:.4f} qacc {metrics['train/q_halt_accuracy']:.3f} "
-                 f"steps {metrics['train/steps']:.2f} halted/step {metrics['train/halted']:.1f} | "
-                 f"lr {metrics['train/lr']:.2e} | {metrics['train/samples_per_s']:.0f} samples/s")
+        bar.set_postfix(
+            loss=f"{metrics['train/loss']:.3f}", exact=f"{metrics['train/exact_accuracy']:.3f}", refresh=False
+        )
+        self.say(
+            f"train step {self.step:>7}/{self.final_step} ep {self.iterator.epoch():.1f} | "
+            f"loss {metrics['train/loss']:.4f} acc {metrics['train/accuracy']:.4f} "
+            f"exact {metrics['train/exact_accuracy']:.4f} qacc {metrics['train/q_halt_accuracy']:.3f} "
+            f"steps {metrics['train/steps']:.2f} halted/step {metrics['train/halted']:.1f} | "
+            f"lr {metrics['train/lr']:.2e} | {metrics['train/samples_per_s']:.0f} samples/s"
+        )
         self._write_summary("running")
 
 
@@ -648,8 +763,14 @@ def _disk_error(error: BaseException) -> str | None:
     import errno
 
     for e in (error, error.__cause__):
-        if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                                                  errno.EDQUOT, errno.ENOENT):
+        if isinstance(e, OSError) and e.errno in (
+            errno.EACCES,
+            errno.EPERM,
+            errno.EROFS,
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.ENOENT,
+        ):
             return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror)
     return None
 

@@ -12,8 +12,17 @@ import torch.nn.functional as F
 
 from trm.model.trm import IGNORE_LABEL, Carry, StepOutput
 
-METRIC_KEYS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss",
-               "q_continue_loss", "kl_loss")
+METRIC_KEYS = (
+    "count",
+    "accuracy",
+    "exact_accuracy",
+    "q_halt_accuracy",
+    "steps",
+    "lm_loss",
+    "q_halt_loss",
+    "q_continue_loss",
+    "kl_loss",
+)
 
 
 def _stablemax_s(x: torch.Tensor, epsilon: float = 1e-30) -> torch.Tensor:
@@ -35,15 +44,17 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch
 
 
 def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.long().flatten(), ignore_index=IGNORE_LABEL,
-                           reduction="none").view(labels.shape)
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), labels.long().flatten(), ignore_index=IGNORE_LABEL, reduction="none"
+    ).view(labels.shape)
 
 
 LOSSES = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
 
-def act_loss(carry: Carry, out: StepOutput, loss_type: str,
-             kl_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def act_loss(
+    carry: Carry, out: StepOutput, loss_type: str, kl_weight: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss for one supervision step (sum over local slots) and metric sums over the halted slots;
     with a variational demo encoder, + kl_weight * its KL (summed over every slot, like lm_loss)."""
     labels = carry.labels  # the slots' examples, not the incoming batch's
@@ -64,14 +75,16 @@ def act_loss(carry: Carry, out: StepOutput, loss_type: str,
         }
 
     lm_loss = (LOSSES[loss_type](out.logits, labels) / divisor).sum()
-    q_halt_loss = F.binary_cross_entropy_with_logits(out.q_halt_logits, seq_correct.to(out.q_halt_logits.dtype),
-                                                     reduction="sum")
+    q_halt_loss = F.binary_cross_entropy_with_logits(
+        out.q_halt_logits, seq_correct.to(out.q_halt_logits.dtype), reduction="sum"
+    )
     metrics["lm_loss"] = lm_loss.detach()
     metrics["q_halt_loss"] = q_halt_loss.detach()
     total = lm_loss + 0.5 * q_halt_loss
     if out.target_q_continue is not None:
-        q_continue_loss = F.binary_cross_entropy_with_logits(out.q_continue_logits, out.target_q_continue,
-                                                             reduction="sum")
+        q_continue_loss = F.binary_cross_entropy_with_logits(
+            out.q_continue_logits, out.target_q_continue, reduction="sum"
+        )
         metrics["q_continue_loss"] = q_continue_loss.detach()
         total = total + 0.5 * q_continue_loss
     if out.kl is not None:
@@ -94,6 +107,7 @@ def halted_loss_sums(carry: Carry, out: StepOutput, loss_type: str) -> dict[str,
     valid = carry.halted & (counts > 0)
     per_slot = (LOSSES[loss_type](out.logits, labels) / counts.clamp_min(1).unsqueeze(-1)).sum(-1)  # (B,)
     seq_correct = (mask & (out.logits.argmax(-1) == labels)).sum(-1) == counts
-    q_halt = F.binary_cross_entropy_with_logits(out.q_halt_logits, seq_correct.to(out.q_halt_logits.dtype),
-                                                reduction="none")
+    q_halt = F.binary_cross_entropy_with_logits(
+        out.q_halt_logits, seq_correct.to(out.q_halt_logits.dtype), reduction="none"
+    )
     return {"lm_loss": torch.where(valid, per_slot, 0).sum(), "q_halt_loss": torch.where(valid, q_halt, 0).sum()}

@@ -17,8 +17,9 @@ import torch
 
 
 class AdamATan2(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95),
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0
+    ) -> None:
         if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"AdamATan2: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))

@@ -61,8 +61,10 @@ class RunDir:
             if diff and not allow_change:
                 raise RunDirError(
                     f"{self.config_path} was written by an earlier start of this run with a different config: "
-                    + "; ".join(diff) + ". Use another run.name, or pass train.resume_ignore_config_change=true "
-                    "to continue with the new values.")
+                    + "; ".join(diff)
+                    + ". Use another run.name, or pass train.resume_ignore_config_change=true "
+                    "to continue with the new values."
+                )
         atomic_write_text(self.config_path, to_yaml(cfg))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
@@ -108,8 +110,16 @@ class WandbLogger:
 
         # wandb reads WANDB_API_KEY from the environment or ~/.netrc itself; we never write it anywhere.
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(project=project, name=name, id=run_dir.wandb_id(), resume="allow", mode=mode,
-                              dir=str(run_dir.path), config=config, settings=wandb.Settings(x_disable_stats=True))
+        self.run = wandb.init(
+            project=project,
+            name=name,
+            id=run_dir.wandb_id(),
+            resume="allow",
+            mode=mode,
+            dir=str(run_dir.path),
+            config=config,
+            settings=wandb.Settings(x_disable_stats=True),
+        )
 
     def log(self, record: dict[str, Any], step: int) -> None:
         self.run.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)

@@ -13,8 +13,11 @@ from collections.abc import Callable
 from submitit.core import core, utils
 
 
-def submit_array(executor: tp.Any, delayed: list[utils.DelayedSubmission],
-                 make_job: Callable[[core.Job[tp.Any], int], core.Job[tp.Any]]) -> list[core.Job[tp.Any]]:
+def submit_array(
+    executor: tp.Any,
+    delayed: list[utils.DelayedSubmission],
+    make_job: Callable[[core.Job[tp.Any], int], core.Job[tp.Any]],
+) -> list[core.Job[tp.Any]]:
     """Pickle every submission, submit one array job, and hand element i its pickle.
 
     `make_job(array_job, i)` builds the submitit job of element i (0-based) from the submitted array job."""

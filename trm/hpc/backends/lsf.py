@@ -119,9 +119,7 @@ class LsfJob(core.Job[core.R]):
     watcher = LsfInfoWatcher(delay_s=60)
 
     def cancel(self, check: bool = True) -> None:
-        (subprocess.check_call if check else subprocess.call)(
-            ["bkill", lsf_job_ref(self.job_id)], shell=False
-        )
+        (subprocess.check_call if check else subprocess.call)(["bkill", lsf_job_ref(self.job_id)], shell=False)
 
     def _interrupt(self, timeout: bool = False) -> None:
         """Send the preemption (TERM then the warning signal) or time-out (warning signal) signals."""
@@ -245,9 +243,7 @@ class LsfExecutor(core.PicklingExecutor):
                 f"{', '.join(sorted(self._valid_parameters()))}"
             )
         if kwargs.get("nodes", 1) != 1:
-            raise ValueError(
-                "the LSF backend runs single-host jobs only (nodes=1); ranks use that host's GPUs"
-            )
+            raise ValueError("the LSF backend runs single-host jobs only (nodes=1); ranks use that host's GPUs")
         self.parameters.update(kwargs)
         self._render("validation only")  # refuse bad values now, not at submission
 
@@ -303,9 +299,7 @@ class LsfExecutor(core.PicklingExecutor):
                 f"bsub refused the job (exit {proc.returncode}): {(proc.stderr + proc.stdout).strip()}"
             )
         job_id = self._get_job_id_from_submission_command(proc.stdout)
-        job: core.Job[tp.Any] = self.job_class(
-            folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks()))
-        )
+        job: core.Job[tp.Any] = self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
         job.paths.move_temporary_file(path, "submission_file", keep_as_symlink=True)
         return job
 
@@ -326,8 +320,11 @@ class LsfExecutor(core.PicklingExecutor):
             return super()._internal_process_submissions(delayed_submissions)
         # An array: one bsub with -J "name[1-N]%P"; element i (1-based) runs submission i-1.
         tasks = list(range(self._num_tasks()))
-        return submit_array(self, delayed_submissions,
-                            lambda first, i: LsfJob(folder=self.folder, job_id=f"{first.job_id}_{i + 1}", tasks=tasks))
+        return submit_array(
+            self,
+            delayed_submissions,
+            lambda first, i: LsfJob(folder=self.folder, job_id=f"{first.job_id}_{i + 1}", tasks=tasks),
+        )
 
 
 def executor_for(

@@ -56,8 +56,13 @@ class TrmSlurmExecutor(SlurmExecutor):
         if len(delayed_submissions) == 1:
             return super()._internal_process_submissions(delayed_submissions)
         # submitit's own array path renders with a plain SlurmExecutor; keep our template instead.
-        return submit_array(self, delayed_submissions, lambda first, i: SlurmJob(
-            folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=list(range(first.num_tasks))))
+        return submit_array(
+            self,
+            delayed_submissions,
+            lambda first, i: SlurmJob(
+                folder=self.folder, job_id=f"{first.job_id}_{i}", tasks=list(range(first.num_tasks))
+            ),
+        )
 
 
 def executor_for(

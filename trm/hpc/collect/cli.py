@@ -1,7 +1,7 @@
 """`tools/collect.py`: collect sweeps into CSV, a printed table, Markdown and plots; optionally wandb sync.
 
-    python tools/collect.py jobs/maze_ablations.yaml
-    python tools/collect.py runs/maze_ablations/ --baseline baseline --markdown --append results/all.csv
+python tools/collect.py jobs/maze_ablations.yaml
+python tools/collect.py runs/maze_ablations/ --baseline baseline --markdown --append results/all.csv
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ def wandb_offline_dirs(run_dir: Path) -> list[Path]:
     return sorted((p for p in found if p.is_dir()), key=lambda p: p.name)
 
 
-def sync_wandb(results: list[SweepResult], executable: str | None = None,
-               timeout_s: float = 900.0) -> tuple[int, list[str]]:
+def sync_wandb(
+    results: list[SweepResult], executable: str | None = None, timeout_s: float = 900.0
+) -> tuple[int, list[str]]:
     """`wandb sync` every run's offline segments; returns (runs synced, errors). Never raises for wandb."""
     exe = executable or shutil.which("wandb")
     if exe is None:
-        return 0, ["--wandb: the `wandb` command is not installed (pip install 'trm[wandb]'); "
-                   "the CSV and plots do not need it"]
+        return 0, [
+            "--wandb: the `wandb` command is not installed (pip install 'trm[wandb]'); the CSV and plots do not need it"
+        ]
     synced, errors = 0, []
     for result in results:
         for row in result.rows:
@@ -40,15 +42,13 @@ def sync_wandb(results: list[SweepResult], executable: str | None = None,
                 continue
             # All segments of a resumed run in one call: wandb uploads segments of one run id in start order.
             try:
-                proc = subprocess.run([exe, "sync", *map(str, dirs)], capture_output=True, text=True,
-                                      timeout=timeout_s)
+                proc = subprocess.run([exe, "sync", *map(str, dirs)], capture_output=True, text=True, timeout=timeout_s)
             except (OSError, subprocess.TimeoutExpired) as e:
                 errors.append(f"{result.name}/{row.name}: wandb sync did not run: {e}")
                 continue
             if proc.returncode != 0:
                 tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
-                errors.append(f"{result.name}/{row.name}: wandb sync exited with {proc.returncode}: "
-                              f"{tail[0]}")
+                errors.append(f"{result.name}/{row.name}: wandb sync exited with {proc.returncode}: {tail[0]}")
             else:
                 synced += 1
     return synced, errors
@@ -61,24 +61,40 @@ def sync_wandb(results: list[SweepResult], executable: str | None = None,
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tools/collect.py",
-        description="Collect sweeps into results/<sweep>.csv, a printed table, Markdown and PNG plots.")
-    p.add_argument("inputs", nargs="+", metavar="SWEEP",
-                   help="a sweep spec (jobs/X.yaml), a jobs.txt, a folder of run directories (runs/X/) or "
-                        "a run folder; several ok")
-    p.add_argument("--runs-root", metavar="DIR",
-                   help="where a spec's run directories live (default: its profile's runs_root, else runs)")
-    p.add_argument("--baseline", metavar="RUN",
-                   help="the run deltas are measured against (default: the spec's baseline)")
-    p.add_argument("--metric", metavar="NAME",
-                   help=f"the metric of the table and plots (default: the spec's, else {DEFAULT_METRIC})")
-    p.add_argument("--out", default="results", type=Path, metavar="DIR",
-                   help="output folder (default: results)")
+        description="Collect sweeps into results/<sweep>.csv, a printed table, Markdown and PNG plots.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="SWEEP",
+        help="a sweep spec (jobs/X.yaml), a jobs.txt, a folder of run directories (runs/X/) or "
+        "a run folder; several ok",
+    )
+    p.add_argument(
+        "--runs-root",
+        metavar="DIR",
+        help="where a spec's run directories live (default: its profile's runs_root, else runs)",
+    )
+    p.add_argument(
+        "--baseline", metavar="RUN", help="the run deltas are measured against (default: the spec's baseline)"
+    )
+    p.add_argument(
+        "--metric",
+        metavar="NAME",
+        help=f"the metric of the table and plots (default: the spec's, else {DEFAULT_METRIC})",
+    )
+    p.add_argument("--out", default="results", type=Path, metavar="DIR", help="output folder (default: results)")
     p.add_argument("--markdown", action="store_true", help="also write results/<sweep>.md")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--append", type=Path, metavar="FILE",
-                   help="also merge the rows into FILE, a CSV shared by several sweeps or users (locked)")
-    p.add_argument("--lock-timeout", type=float, default=60.0, metavar="S",
-                   help="seconds to wait for FILE's lock (default: 60)")
+    p.add_argument(
+        "--append",
+        type=Path,
+        metavar="FILE",
+        help="also merge the rows into FILE, a CSV shared by several sweeps or users (locked)",
+    )
+    p.add_argument(
+        "--lock-timeout", type=float, default=60.0, metavar="S", help="seconds to wait for FILE's lock (default: 60)"
+    )
     p.add_argument("--wandb", action="store_true", help="also `wandb sync` the runs' offline wandb folders")
     p.add_argument("--quiet", action="store_true", help="do not print the table")
     return p
@@ -91,12 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     from trm.config import ConfigError
 
     if args.out.exists() and not args.out.is_dir():
-        print(f"error: --out {args.out} is a file; --out names the folder the results go to (default: results)",
-              file=sys.stderr)
+        print(
+            f"error: --out {args.out} is a file; --out names the folder the results go to (default: results)",
+            file=sys.stderr,
+        )
         return 2
     if args.append is not None and args.append.is_dir():
-        print(f"error: --append {args.append} is a folder; --append names the shared CSV file to merge into",
-              file=sys.stderr)
+        print(
+            f"error: --append {args.append} is a folder; --append names the shared CSV file to merge into",
+            file=sys.stderr,
+        )
         return 2
     try:
         results = collect(args.inputs, args.runs_root, args.baseline, args.metric)

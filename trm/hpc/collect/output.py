@@ -1,7 +1,7 @@
 """A collected sweep as CSV, as a printed table and as Markdown; every file written atomically.
 
-    write_csv(result, Path("results/maze_ablations.csv"))
-    print(format_table(result))
+write_csv(result, Path("results/maze_ablations.csv"))
+print(format_table(result))
 """
 
 from __future__ import annotations
@@ -17,8 +17,22 @@ from typing import Any
 
 from trm.hpc.collect.rows import RunResult, SweepResult, higher_is_better
 
-FIXED_COLUMNS = ("sweep", "name", "overrides", "num_params", "depth", "state", "attempts", "step",
-                 "total_steps", "epoch", "wall_time_s", "gpu_hours", "eval_step", "updated_at")
+FIXED_COLUMNS = (
+    "sweep",
+    "name",
+    "overrides",
+    "num_params",
+    "depth",
+    "state",
+    "attempts",
+    "step",
+    "total_steps",
+    "epoch",
+    "wall_time_s",
+    "gpu_hours",
+    "eval_step",
+    "updated_at",
+)
 
 
 def columns(result: SweepResult) -> list[str]:
@@ -129,8 +143,21 @@ def _fmt_duration(seconds: float | None) -> str:
 def table_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
     """The paper-style table of a sweep: its metric's final, best, delta and expectations per run."""
     m = result.metric
-    header = ["name", "overrides", "params", "depth", "state", "att", "step", "epoch", "wall", "GPU-h",
-              f"{m} final", "best", "@step"]
+    header = [
+        "name",
+        "overrides",
+        "params",
+        "depth",
+        "state",
+        "att",
+        "step",
+        "epoch",
+        "wall",
+        "GPU-h",
+        f"{m} final",
+        "best",
+        "@step",
+    ]
     if result.baseline is not None:
         header.append("Δ")
     show_expected = any(m in r.expected for r in result.rows)
@@ -141,12 +168,21 @@ def table_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
     body = []
     for r in result.rows:
         best, best_step = r.best.get(m, (None, None))
-        cells = [r.name + (" (baseline)" if r.name == result.baseline else ""), r.overrides,
-                 _fmt_count(r.num_params), _fmt_count(r.depth), r.state, _fmt_count(r.attempts),
-                 "" if r.step is None else str(r.step), _fmt_epoch(r.epoch), _fmt_duration(r.wall_time_s),
-                 "" if r.gpu_hours is None else f"{r.gpu_hours:.1f}",
-                 _fmt_metric(m, r.final.get(m)), _fmt_metric(m, best),
-                 "" if best_step is None else str(best_step)]
+        cells = [
+            r.name + (" (baseline)" if r.name == result.baseline else ""),
+            r.overrides,
+            _fmt_count(r.num_params),
+            _fmt_count(r.depth),
+            r.state,
+            _fmt_count(r.attempts),
+            "" if r.step is None else str(r.step),
+            _fmt_epoch(r.epoch),
+            _fmt_duration(r.wall_time_s),
+            "" if r.gpu_hours is None else f"{r.gpu_hours:.1f}",
+            _fmt_metric(m, r.final.get(m)),
+            _fmt_metric(m, best),
+            "" if best_step is None else str(best_step),
+        ]
         if result.baseline is not None:
             cells.append(_fmt_metric(m, r.delta.get(m), signed=True))
         if show_expected:
@@ -156,10 +192,14 @@ def table_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
         if etrm:
             e = r.etrm
             collapse = r.final.get("eval/collapse_ratio")
-            cells += [e.get("encoder", "none"), e.get("mode", ""), e.get("explore", ""),
-                      _fmt_metric("eval/arc/pass@2", r.final.get("eval/arc/pass@2")),
-                      _fmt_metric("train/accuracy", e.get("train_accuracy")),
-                      "" if collapse is None else f"{collapse:.3g}"]
+            cells += [
+                e.get("encoder", "none"),
+                e.get("mode", ""),
+                e.get("explore", ""),
+                _fmt_metric("eval/arc/pass@2", r.final.get("eval/arc/pass@2")),
+                _fmt_metric("train/accuracy", e.get("train_accuracy")),
+                "" if collapse is None else f"{collapse:.3g}",
+            ]
         cells.append("; ".join(r.problems))
         body.append(cells)
     return header, body
@@ -191,6 +231,7 @@ def format_markdown(result: SweepResult) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     align = ["---" if h in ("name", "overrides", "state", "problems") else "---:" for h in header]
-    title = f"### {result.name}\n\nMetric `{result.metric}`" + \
-        (f", deltas against `{result.baseline}` in percentage points." if result.baseline else ".")
+    title = f"### {result.name}\n\nMetric `{result.metric}`" + (
+        f", deltas against `{result.baseline}` in percentage points." if result.baseline else "."
+    )
     return "\n".join([title, "", line(header), line(align), *map(line, body)]) + "\n"

@@ -67,8 +67,16 @@ def plot_curves(result: SweepResult, path: Path) -> bool:
         is_baseline = r.name == result.baseline
         label = r.name + (" (baseline)" if is_baseline else "")
         label += "" if r.state == "done" else f" [{r.state}]"
-        ax.plot(steps, [v * scale for v in values], marker="o", markersize=3.5, color=colors[r.name],
-                linewidth=2.6 if is_baseline else 1.6, zorder=3 if is_baseline else 2, label=label)
+        ax.plot(
+            steps,
+            [v * scale for v in values],
+            marker="o",
+            markersize=3.5,
+            color=colors[r.name],
+            linewidth=2.6 if is_baseline else 1.6,
+            zorder=3 if is_baseline else 2,
+            label=label,
+        )
     ax.set_xlabel("step")
     ax.set_ylabel(_axis_label(metric))
     ax.set_title(f"{result.name}: {metric} against step")
@@ -76,8 +84,7 @@ def plot_curves(result: SweepResult, path: Path) -> bool:
     if len(rows) <= 8:
         ax.legend(fontsize="small")
     else:  # a grid sweep: keep the curves visible, list the runs beside the axes
-        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  ncol=math.ceil(len(rows) / 30))
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=math.ceil(len(rows) / 30))
     _save(fig, path)
     return True
 
@@ -116,14 +123,30 @@ def plot_final(result: SweepResult, path: Path) -> bool:
         delta = r.delta.get(metric)
         if delta is not None and r.name != result.baseline:
             text += f"\n{delta * scale:+.1f}{unit}" if scale != 1 else f"\n{delta:+.3g}"
-        ax.text(x, v * scale, text, ha="center", va="bottom", fontsize="small", zorder=5,
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0})
+        ax.text(
+            x,
+            v * scale,
+            text,
+            ha="center",
+            va="bottom",
+            fontsize="small",
+            zorder=5,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0},
+        )
     expected = [(x, _expected_value(r, metric, base_final)) for x, r in zip(xs, rows)]
     expected = [(x, e) for x, e in expected if e is not None]
     if expected:
         ex, ey = zip(*expected)
-        ax.scatter(ex, [e * scale for e in ey], marker="_", s=900, linewidths=2.5, color=EXPECTED_COLOR,
-                   zorder=6, label="expected")
+        ax.scatter(
+            ex,
+            [e * scale for e in ey],
+            marker="_",
+            s=900,
+            linewidths=2.5,
+            color=EXPECTED_COLOR,
+            zorder=6,
+            label="expected",
+        )
         top = max(top, max(e * scale for e in ey))
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if base_final is not None:
@@ -131,8 +154,7 @@ def plot_final(result: SweepResult, path: Path) -> bool:
     if top > 0:
         ax.set_ylim(0, top * 1.18)  # room for the labels above the tallest bar
     names = [r.name + ("" if r.state == "done" else f"\n[{r.state}]") for r in rows]
-    ax.set_xticks(xs, names, rotation=30 if len(rows) > 4 else 0,
-                  ha="right" if len(rows) > 4 else "center")
+    ax.set_xticks(xs, names, rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
     ax.set_ylabel(_axis_label(metric))
     title = f"{result.name}: final {metric}"
     if result.baseline is not None:
@@ -151,6 +173,5 @@ def plot_sweep(result: SweepResult, out_dir: Path) -> list[Path]:
         if plot(result, path):
             written.append(path)
         else:
-            log.warning("%s: no run has an eval of %s yet: %s not drawn", result.name, result.metric,
-                        path.name)
+            log.warning("%s: no run has an eval of %s yet: %s not drawn", result.name, result.metric, path.name)
     return written

@@ -1,7 +1,7 @@
 """One row per run: state, progress, final and best eval metrics, deltas against the baseline.
 
-    result = collect_sweep(resolve_input("runs/maze_ablations", baseline="baseline"))
-    result.row("no_ema").delta["eval/exact_accuracy"]
+result = collect_sweep(resolve_input("runs/maze_ablations", baseline="baseline"))
+result.row("no_ema").delta["eval/exact_accuracy"]
 """
 
 from __future__ import annotations
@@ -86,8 +86,7 @@ def _typed(source: dict[str, Any] | None, key: str, kind: type, where: str, prob
     value = source[key]
     ok = is_number(value) if kind is float else isinstance(value, kind) and not isinstance(value, bool)
     if not ok:
-        problems.append(f"{where}: '{key}' should be {'a number' if kind is float else kind.__name__}, "
-                        f"got {value!r}")
+        problems.append(f"{where}: '{key}' should be {'a number' if kind is float else kind.__name__}, got {value!r}")
         return None
     return float(value) if kind is float else value
 
@@ -99,19 +98,30 @@ def _depth(config: dict[str, Any] | None, problems: list[str]) -> int | None:
     try:
         h_cycles, l_cycles, l_layers = (int(str(v)) for v in values)
     except ValueError:
-        problems.append("config.yaml: arch.H_cycles, arch.L_cycles and arch.L_layers must be integers, got "
-                        f"{', '.join(map(str, values))}")
+        problems.append(
+            "config.yaml: arch.H_cycles, arch.L_cycles and arch.L_layers must be integers, got "
+            f"{', '.join(map(str, values))}"
+        )
         return None
     return h_cycles * (l_cycles + 1) * l_layers  # layers applied per supervision step (the paper's count)
 
 
 def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult, dict[str, Any] | None]:
-    row = RunResult(sweep=sweep, name=entry.name, run_dir=entry.run_dir, problems=list(files.problems),
-                    expected=dict(entry.expected), expected_delta=dict(entry.expected_delta))
+    row = RunResult(
+        sweep=sweep,
+        name=entry.name,
+        run_dir=entry.run_dir,
+        problems=list(files.problems),
+        expected=dict(entry.expected),
+        expected_delta=dict(entry.expected_delta),
+    )
     config = files.config if files.config is not None else entry.config
     row.depth = _depth(config, row.problems)
-    if config is None and (files.summary or files.evals or files.last_train) and \
-            not (row.run_dir / "config.yaml").exists():
+    if (
+        config is None
+        and (files.summary or files.evals or files.last_train)
+        and not (row.run_dir / "config.yaml").exists()
+    ):
         row.problems.append("no config.yaml: depth and overrides unknown")
     _set_state(row, files)
     _check_heartbeat(row, files)
@@ -126,9 +136,12 @@ def _set_etrm(row: RunResult, config: dict[str, Any] | None, files: RunFiles) ->
     if not config or str(config.get("arch.encoder_type", "none")) == "none":
         return
     train = files.last_train or {}
-    row.etrm = {"encoder": str(config.get("arch.encoder_type")), "mode": str(config.get("train.act_mode", "original")),
-                "explore": str(config.get("arch.halt_exploration_prob", "")),
-                "train_accuracy": train.get("train/accuracy") if is_number(train.get("train/accuracy")) else None}
+    row.etrm = {
+        "encoder": str(config.get("arch.encoder_type")),
+        "mode": str(config.get("train.act_mode", "original")),
+        "explore": str(config.get("arch.halt_exploration_prob", "")),
+        "train_accuracy": train.get("train/accuracy") if is_number(train.get("train/accuracy")) else None,
+    }
     if row.etrm["mode"] == "online":
         row.etrm["explore"] = f"{config.get('arch.num_act_steps')} steps"
 
@@ -152,8 +165,12 @@ def _set_state(row: RunResult, files: RunFiles) -> None:
         row.problems.append(text)
     elif row.state == "requeued" and message:
         row.problems.append(message)  # "preempted at step N ...; requeued" or "timed out ..."
-    elif files.exists and summary is None and not (row.run_dir / "summary.json").exists() \
-            and row.state not in _PRE_START_STATES:
+    elif (
+        files.exists
+        and summary is None
+        and not (row.run_dir / "summary.json").exists()
+        and row.state not in _PRE_START_STATES
+    ):
         row.problems.append("no summary.json yet (the trainer writes it at its first log interval)")
     if files.torn_tail and row.state != "running":
         row.problems.append("metrics.jsonl: the last line is incomplete (a torn write) and was skipped")
@@ -162,8 +179,9 @@ def _set_state(row: RunResult, files: RunFiles) -> None:
     row.attempts = _typed(status, "attempts", int, "status.json", row.problems)
     if row.attempts is None:
         row.attempts = _typed(summary, "attempts", int, "summary.json", row.problems)
-    row.updated_at = _typed(status, "updated_at", str, "status.json", row.problems) or \
-        _typed(summary, "updated_at", str, "summary.json", row.problems)
+    row.updated_at = _typed(status, "updated_at", str, "status.json", row.problems) or _typed(
+        summary, "updated_at", str, "summary.json", row.problems
+    )
 
 
 def _check_heartbeat(row: RunResult, files: RunFiles) -> None:
@@ -189,8 +207,7 @@ def _set_progress(row: RunResult, files: RunFiles) -> None:
     row.wall_time_s = _typed(summary, "wall_time_s", float, "summary.json", row.problems)
     row.gpu_hours = _typed(summary, "gpu_hours", float, "summary.json", row.problems)
     # metrics.jsonl may be ahead of summary.json (or alone, when summary.json is torn): take the newest.
-    newest = max(files.evals + ([files.last_train] if files.last_train else []), key=lambda o: o["step"],
-                 default=None)
+    newest = max(files.evals + ([files.last_train] if files.last_train else []), key=lambda o: o["step"], default=None)
     if newest is not None and (row.step is None or newest["step"] > row.step):
         row.step = newest["step"]
         if is_number(newest.get("epoch")):
@@ -234,8 +251,7 @@ def _hashable(value: Any) -> Any:
     return tuple(map(_hashable, value)) if isinstance(value, list) else value
 
 
-def distinguishing_overrides(configs: dict[str, dict[str, Any] | None],
-                             baseline: str | None) -> dict[str, str]:
+def distinguishing_overrides(configs: dict[str, dict[str, Any] | None], baseline: str | None) -> dict[str, str]:
     """Per run, `key=value` for the config keys that differ (from the baseline, or anywhere in the sweep)."""
     present = {name: c for name, c in configs.items() if c is not None}
     keys: set[str] = set()
@@ -281,8 +297,15 @@ def collect_sweep(sweep: SweepEntry) -> SweepResult:
     metrics = sorted(reported | expected_names | {sweep.metric}, key=_metric_sort_key)
     metrics.remove(sweep.metric)
     metrics.insert(0, sweep.metric)
-    result = SweepResult(name=sweep.name, source=sweep.source, metric=sweep.metric, baseline=sweep.baseline,
-                         rows=rows, metrics=metrics, warnings=list(sweep.warnings))
+    result = SweepResult(
+        name=sweep.name,
+        source=sweep.source,
+        metric=sweep.metric,
+        baseline=sweep.baseline,
+        rows=rows,
+        metrics=metrics,
+        warnings=list(sweep.warnings),
+    )
 
     for row in rows:
         if not row.final:
@@ -293,8 +316,9 @@ def collect_sweep(sweep: SweepEntry) -> SweepResult:
             if name not in row.final:
                 close = difflib.get_close_matches(name, list(row.final), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                row.problems.append(f"metric '{name}' is not reported by this run{hint}; it reports "
-                                    f"{', '.join(sorted(row.final))}")
+                row.problems.append(
+                    f"metric '{name}' is not reported by this run{hint}; it reports {', '.join(sorted(row.final))}"
+                )
     if sweep.metric not in reported:
         result.warnings.append(f"no run reports the metric '{sweep.metric}'")
 
@@ -312,14 +336,20 @@ def collect_sweep(sweep: SweepEntry) -> SweepResult:
     return result
 
 
-def collect(inputs: Iterable[Path | str], runs_root: Path | str | None = None, baseline: str | None = None,
-            metric: str | None = None) -> list[SweepResult]:
+def collect(
+    inputs: Iterable[Path | str],
+    runs_root: Path | str | None = None,
+    baseline: str | None = None,
+    metric: str | None = None,
+) -> list[SweepResult]:
     sweeps = [resolve_input(p, runs_root, baseline, metric) for p in inputs]
     seen: dict[str, Path] = {}
     for sweep in sweeps:
         if sweep.name in seen:
-            raise CollectError(f"two inputs are both sweep '{sweep.name}' ({seen[sweep.name]} and "
-                               f"{sweep.source}); their results would overwrite each other: collect them "
-                               f"one at a time")
+            raise CollectError(
+                f"two inputs are both sweep '{sweep.name}' ({seen[sweep.name]} and "
+                f"{sweep.source}); their results would overwrite each other: collect them "
+                f"one at a time"
+            )
         seen[sweep.name] = sweep.source
     return [collect_sweep(s) for s in sweeps]

@@ -79,8 +79,7 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
                 # partial page for a moment; one short retry separates that from a real defect.
                 time.sleep(0.05)
                 continue
-            what = "empty" if not text.strip() else \
-                f"not valid JSON ({e.msg}, line {e.lineno} column {e.colno})"
+            what = "empty" if not text.strip() else f"not valid JSON ({e.msg}, line {e.lineno} column {e.colno})"
             problems.append(f"{path.name} is {what}: a torn write or a damaged file")
             return None
     if not isinstance(data, dict):
@@ -220,8 +219,10 @@ def _read_metrics(path: Path, files: RunFiles) -> None:
             last_train = obj
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-        files.problems.append(f"metrics.jsonl: {len(bad)} line(s) are not a JSON object with 'event' and "
-                              f"an integer 'step' (line {shown}); skipped")
+        files.problems.append(
+            f"metrics.jsonl: {len(bad)} line(s) are not a JSON object with 'event' and "
+            f"an integer 'step' (line {shown}); skipped"
+        )
     files.evals = [evals[step] for step in sorted(evals)]
     files.last_train = last_train
     for obj in files.evals:
@@ -229,8 +230,9 @@ def _read_metrics(path: Path, files: RunFiles) -> None:
             if value is None and key.startswith("eval/"):
                 obj[key] = math.nan  # the trainer writes NaN and inf as null (a diverged run, not a defect)
             elif key.startswith("eval/") and not is_number(value):
-                files.problems.append(f"metrics.jsonl: eval at step {obj['step']}: {key} = {value!r} "
-                                      f"is not a number; skipped")
+                files.problems.append(
+                    f"metrics.jsonl: eval at step {obj['step']}: {key} = {value!r} is not a number; skipped"
+                )
                 del obj[key]
 
 

@@ -1,6 +1,6 @@
 """One results file shared by several sweeps or users, merged under a lock that works on NFS.
 
-    added, replaced = append_shared(Path("results/all.csv"), results)
+added, replaced = append_shared(Path("results/all.csv"), results)
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from trm.hpc.collect.sweep import CollectError
 SHARED_LEASE_S = 30.0
 
 
-def append_shared(path: Path, results: list[SweepResult], timeout_s: float = 60.0,
-                  lease_s: float = SHARED_LEASE_S) -> tuple[int, int]:
+def append_shared(
+    path: Path, results: list[SweepResult], timeout_s: float = 60.0, lease_s: float = SHARED_LEASE_S
+) -> tuple[int, int]:
     """Merge these rows into a results file several sweeps or users share; returns (added, replaced).
 
     The read-modify-write holds a `filelock.SoftFileLease` on `<file>.lock`: a marker file created
@@ -54,9 +55,11 @@ def append_shared(path: Path, results: list[SweepResult], timeout_s: float = 60.
                     added += 1
             atomic_write(path, csv_text(header, rows))
     except Timeout:
-        raise CollectError(f"{path}: could not take the lock {path}.lock within {timeout_s:g} s: another "
-                           f"collector holds it (a lock its holder stopped refreshing expires after "
-                           f"{lease_s:g} s); try again, or raise --lock-timeout") from None
+        raise CollectError(
+            f"{path}: could not take the lock {path}.lock within {timeout_s:g} s: another "
+            f"collector holds it (a lock its holder stopped refreshing expires after "
+            f"{lease_s:g} s); try again, or raise --lock-timeout"
+        ) from None
     return added, replaced
 
 
@@ -66,8 +69,10 @@ def _read_shared(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     try:
         return _parse_shared(path)
     except (UnicodeDecodeError, csv.Error) as e:
-        raise CollectError(f"{path}: cannot be read as a UTF-8 CSV ({e}); refusing to rewrite it (fix or move it, "
-                           f"or choose another file)") from None
+        raise CollectError(
+            f"{path}: cannot be read as a UTF-8 CSV ({e}); refusing to rewrite it (fix or move it, "
+            f"or choose another file)"
+        ) from None
 
 
 def _parse_shared(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -75,12 +80,16 @@ def _parse_shared(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         if "run_dir" not in header:
-            raise CollectError(f"{path}: has no 'run_dir' column, so it was not written by "
-                               f"`tools/collect.py --append`; refusing to rewrite it (choose another file)")
+            raise CollectError(
+                f"{path}: has no 'run_dir' column, so it was not written by "
+                f"`tools/collect.py --append`; refusing to rewrite it (choose another file)"
+            )
         rows = []
         for row in reader:
             if None in row:
-                raise CollectError(f"{path}: line {reader.line_num} has more fields than the header; "
-                                   f"refusing to rewrite a damaged results file (fix or move it)")
+                raise CollectError(
+                    f"{path}: line {reader.line_num} has more fields than the header; "
+                    f"refusing to rewrite a damaged results file (fix or move it)"
+                )
             rows.append(row)
     return header, rows
