@@ -10,7 +10,8 @@ What it does, in order:
    tokens: speed does not depend on them), in a temporary run directory.
 2. Correctness: one supervision step of the fast path (the asked dtype, compile) against the plain
    eager float32 model with the same weights on a fresh random batch: relative error of the logits,
-   the Q-halt logits and the gradients.
+   the Q-halt logits and the gradients. The reference runs in slices (--check-batch; 64 on CUDA) so
+   that its float32 activations fit where the fast path's fit.
 3. Training: `--warmup` steps (compilation happens there), then `--steps` steps timed without any
    sync (samples/s, tokens/s, ms per step), then `--steps` more with a sync between phases for the
    split data / forward / backward / optimizer. Peak memory. On CUDA the model FLOP utilisation:
@@ -114,21 +115,27 @@ def build_trainer(cfg: C.Config, device: str) -> Any:
     return Trainer(cfg, dist.init(device))
 
 
-def correctness(trainer: Any, device: torch.device) -> dict[str, float]:
-    """The fast path's supervision step vs plain eager float32 with the same weights, fresh inputs."""
+def correctness(trainer: Any, device: torch.device, slice_size: int = 0) -> dict[str, float]:
+    """The fast path's supervision step vs plain eager float32 with the same weights, fresh inputs.
+
+    slice_size: the reference runs the batch in slices of this many samples (0: all at once) and sums
+    their gradients. The samples of a supervision step are independent, so this computes the same
+    thing with the memory of one slice: float32 activations of a full paper batch do not fit one GPU
+    (Maze at 768: ~350 GB by the count in gpu_check.sh)."""
     fast = trainer.model
     meta = trainer.train_split.meta
+    B = trainer.local_B
+    n = slice_size if 0 < slice_size < B else B
     ref = TRM(
         trainer.cfg.arch,
         meta.vocab_size,
         meta.seq_len,
         max(1, meta.num_puzzle_identifiers),
-        trainer.local_B,
+        n,
         torch.float32,
     ).to(device)
     ref.load_state_dict(fast.state_dict())
     g = torch.Generator().manual_seed(1234)
-    B = trainer.local_B
     batch = {
         "inputs": torch.randint(1, meta.vocab_size, (B, meta.seq_len), generator=g).to(torch.int32),
         "labels": torch.randint(1, meta.vocab_size, (B, meta.seq_len), generator=g),
@@ -136,15 +143,23 @@ def correctness(trainer: Any, device: torch.device) -> dict[str, float]:
     }
     batch = {k: v.to(device) for k, v in batch.items()}
     outs = []
-    for model in (fast, ref):
+    for model, size in ((fast, B), (ref, n)):
         model.train()
         model.zero_grad(set_to_none=True)
-        carry, out = model(model.initial_carry(batch), batch, None)
-        loss, _ = act_loss(carry, out, trainer.cfg.arch.loss_type)
-        (loss / B).backward()
+        logits, q_halt, losses = [], [], []
+        for start in range(0, B, size):
+            part = {k: v[start : start + size] for k, v in batch.items()}
+            carry, out = model(model.initial_carry(part), part, None)
+            loss, _ = act_loss(carry, out, trainer.cfg.arch.loss_type)
+            (loss / B).backward()
+            logits.append(out.logits.detach().float())
+            q_halt.append(out.q_halt_logits.detach())
+            losses.append(loss.detach())
+            del carry, out, loss
         grads = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
-        outs.append((out.logits.float(), out.q_halt_logits, grads, loss.detach()))
+        outs.append((torch.cat(logits), torch.cat(q_halt), grads, sum(losses)))
         model.zero_grad(set_to_none=True)
+    del ref
     if trainer.model.inner.puzzle_emb is not None:
         trainer.model.inner.puzzle_emb.local_weights.grad = None
     (lf, qf, gf, lossf), (lr_, qr, gr, lossr) = outs
@@ -274,12 +289,20 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--compare-eager", action="store_true", help="also time the eager float32 path of the trainer")
     p.add_argument("--eval-batches", type=int, default=2, help="test batches per evaluation timing (0: skip)")
     p.add_argument("--eval-batch", type=int, default=0, help="eval.global_batch_size (default: the train batch)")
+    p.add_argument(
+        "--check-batch",
+        type=int,
+        default=-1,
+        help="the correctness reference runs in slices of this many samples (default: all at once on CPU, 64 on CUDA)",
+    )
     p.add_argument("--peak-tflops", type=float, default=0.0, help="the GPU's peak for the dtype (default: table)")
     p.add_argument("--json", type=Path, help="write the figures here too")
     args, overrides = p.parse_known_args(argv)
     bad = [o for o in overrides if "=" not in o]
     if bad:
         p.error(f"unknown arguments {bad} (config overrides are key=value)")
+    if args.check_batch < -1:
+        p.error("--check-batch must be >= 0 (0: the whole batch at once)")
     for name in ("steps", "warmup", "eval_batches", "batch", "eval_batch"):
         if getattr(args, name) < 0 or (name == "steps" and args.steps < 1):
             p.error(f"--{name.replace('_', '-')} must be >= {1 if name == 'steps' else 0}")
@@ -373,8 +396,13 @@ def main(argv: list[str] | None = None) -> int:
             cuda_graphs=args.cuda_graphs,
         )
 
-        err = correctness(fast, device)
-        print("  correctness vs eager float32 (relative error): " + ", ".join(f"{k} {v:.2e}" for k, v in err.items()))
+        check_batch = args.check_batch if args.check_batch >= 0 else (64 if device.type == "cuda" else 0)
+        err = correctness(fast, device, check_batch)
+        sliced = f", reference in slices of {check_batch}" if 0 < check_batch < fast.local_B else ""
+        print(
+            f"  correctness vs eager float32 (relative error{sliced}): "
+            + ", ".join(f"{k} {v:.2e}" for k, v in err.items())
+        )
         out["correctness_rel_err"] = err
 
         bench = TrainBench(fast)

@@ -93,6 +93,31 @@ def test_adam_atan2_follows_the_update_rule():
     assert opt2.state_dict()["state"][0]["step"] == 5
 
 
+def test_adam_atan2_foreach_update_equals_the_per_parameter_loop():
+    """The multi-tensor path (the default, what a GPU run uses) computes exactly the written loop."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(64, 32), (32,), (3, 5, 7), (1,), (128, 16)]
+    init = [torch.randn(s, generator=g) for s in shapes]
+    grads = [[torch.randn(s, generator=g) * 10.0**k for s in shapes] for k in range(-6, 2)]
+    grads[3][1] = torch.zeros(shapes[1])  # a zero gradient: atan2(0, 0)
+    finals = []
+    for foreach in (True, False):
+        params = [torch.nn.Parameter(x.clone()) for x in init]
+        groups = [{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0, "lr": 3e-3}]
+        opt = AdamATan2(groups, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1, foreach=foreach)
+        for step, gs in enumerate(grads):
+            for i, (p, gr) in enumerate(zip(params, gs)):
+                p.grad = None if (step == 2 and i == 4) else gr.clone()  # a parameter without a gradient
+            opt.step()
+        finals.append((params, opt.state_dict()))
+    (fast, fast_state), (loop, loop_state) = finals
+    assert all(torch.equal(a, b) for a, b in zip(fast, loop))
+    assert all(not torch.equal(a, x) for a, x in zip(fast, init))  # they did move
+    for k, st in fast_state["state"].items():
+        other = loop_state["state"][k]
+        assert torch.equal(st["exp_avg"], other["exp_avg"]) and torch.equal(st["exp_avg_sq"], other["exp_avg_sq"])
+
+
 def test_adam_atan2_is_bounded_without_epsilon():
     w = torch.nn.Parameter(torch.zeros(3))
     opt = AdamATan2([w], lr=1.0, betas=(0.9, 0.95))

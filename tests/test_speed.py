@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY
 
+from trm import config as C
 from trm.data.format import read_split
 from trm.data.iterator import TrainIterator
 from trm.model.puzzle_emb import sum_per_slot
@@ -67,6 +68,43 @@ def test_compiled_recursion_trains_like_eager_and_a_failed_compile_falls_back_lo
     a = torch.load(tmp_path / "eager" / "checkpoints" / "step-00000006" / "state.pt", weights_only=False)
     b = torch.load(tmp_path / "compiled" / "checkpoints" / "step-00000006" / "state.pt", weights_only=False)
     assert a["model"].keys() == b["model"].keys()
+
+
+def test_a_compile_failure_in_the_backward_falls_back_to_eager_before_the_backward_runs():
+    """torch.compile builds the backward at the first loss.backward(), outside the wrapper: a failure
+    there (seen here with a corrupt inductor cache entry) must fall back like a forward failure."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    from trm.model.trm import TRMInner
+    from trm.train.compiled import _CompiledOrEager
+
+    def failing_backward(gm, example_inputs):
+        raise RuntimeError("no backward compiler here")
+
+    torch._dynamo.reset()
+    backend = aot_autograd(fw_compiler=lambda gm, example_inputs: gm, bw_compiler=failing_backward)
+    arch = C.ArchConfig(
+        hidden_size=16, num_heads=2, L_layers=1, H_cycles=2, L_cycles=1, puzzle_emb_ndim=0, puzzle_emb_len=0
+    )
+    torch.manual_seed(0)
+    inner = TRMInner(arch, 5, 6, 1, 2, torch.float32)
+    warnings_: list[str] = []
+    eager = inner.recurse
+    wrapper = _CompiledOrEager(eager, torch.compile(eager, backend=backend), warnings_.append, list(inner.parameters()))
+    z = torch.randn(2, 6, 16)
+    x = torch.randn(2, 6, 16)
+    _, _, logits, q_halt, _ = wrapper(z, z, x)
+    (logits.sum() + q_halt.sum()).backward()  # without the check this raises the backward compiler's error
+    assert wrapper.failed is not None and "no backward compiler here" in wrapper.failed
+    assert len(warnings_) == 1 and "running the recursion eagerly" in warnings_[0]
+    got = {n: p.grad for n, p in inner.named_parameters() if p.grad is not None}
+    inner.zero_grad(set_to_none=True)
+    _, _, logits, q_halt, _ = eager(z, z, x)
+    (logits.sum() + q_halt.sum()).backward()
+    want = {n: p.grad for n, p in inner.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys() and len(got) > 3  # the recursion's weights and the heads
+    assert all(torch.equal(got[n], want[n]) for n in want)
+    torch._dynamo.reset()
 
 
 def test_prefetcher_yields_the_same_batches_and_resumes_where_the_consumer_stands(sudoku4):
@@ -181,6 +219,51 @@ def test_training_path_and_bench_run_without_submitit_or_wandb(sudoku4, tmp_path
         "optimizer",
     }
     assert np.isfinite(figures["eval"]["exact_accuracy_difference"])
+
+
+def _gpu_check(tmp_path: Path, steps: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """bench/gpu_check.sh in its CPU dry mode, under a python that cannot import submitit or wandb."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    out = tmp_path / "out"
+    env = {**os.environ, "DRY": "1", "OUT": str(out), "PYTHON": sys.executable, "PYTHONPATH": str(site)}
+    if steps:
+        env["STEPS"] = steps
+    res = subprocess.run(
+        ["bash", "bench/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=3000
+    )
+    return res, out
+
+
+def test_gpu_check_environment_step_imports_the_training_path_and_the_bench_without_extras(tmp_path):
+    res, out = _gpu_check(tmp_path, "env")
+    summary = (out / "summary.txt").read_text()
+    assert res.returncode == 0, summary + res.stderr[-2000:]
+    assert "imported submitit/wandb: none" in summary and "1. environment: exit 0" in summary
+    assert "blocked for this test" not in summary and "failed" not in summary
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_completes_every_step_on_the_cpu(tmp_path):
+    """Every step the GPU run makes (correctness, both benches with eager comparison, evaluation, the
+    CUDA-graph variant), at toy size on the CPU, writing its figures to $OUT."""
+    res, out = _gpu_check(tmp_path, "")
+    summary = (out / "summary.txt").read_text()
+    assert res.returncode == 0, summary[-4000:] + res.stderr[-2000:]
+    assert "failed" not in summary and "skipped" not in summary
+    for name in ("sudoku_mlp", "maze_att", "sudoku_mlp_graphs"):
+        assert f"{name}: exit 0" in summary
+        figures = json.loads((out / f"{name}.json").read_text())
+        assert figures["compile"] is True and figures["batch"] == 4
+        assert all(v < 1e-4 for v in figures["correctness_rel_err"].values()), figures["correctness_rel_err"]
+        assert figures["train"]["samples_per_s"] > 0
+    for name in ("sudoku_mlp", "maze_att"):
+        figures = json.loads((out / f"{name}.json").read_text())
+        assert figures["speedup_vs_eager"] > 0 and np.isfinite(figures["eval"]["exact_accuracy_difference"])
+        assert (out / f"{name}.txt").read_text().strip().splitlines()[-1].startswith("speedup vs eager: ")
+    assert "reference in slices of 2" in (out / "maze_att.txt").read_text()
+    assert json.loads((out / "sudoku_mlp_graphs.json").read_text())["cuda_graphs"] is True
 
 
 def test_prefetcher_keeps_every_field_of_a_few_shot_batch():

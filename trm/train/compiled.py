@@ -9,7 +9,10 @@ instance, so parameter names, state dicts and checkpoints are the same as eager 
 
 torch.compile compiles lazily, at the first call. When that fails (no C++ compiler on a CPU node, no
 Triton for a GPU, an unsupported op), the error is reported once and the step is run eagerly from
-then on: the run goes on, slower, and the log says why.
+then on: the run goes on, slower, and the log says why. The backward graph compiles later still, at
+the first `loss.backward()`, outside this wrapper: so the first call with gradients also runs the
+compiled backward once (torch.autograd.grad into the module's parameters, .grad untouched, the graph
+kept for the real backward), and a failure there falls back the same way instead of ending the run.
 """
 
 from __future__ import annotations
@@ -21,14 +24,25 @@ import torch
 
 
 class _CompiledOrEager:
-    def __init__(self, eager: Callable[..., Any], compiled: Callable[..., Any], warn: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        eager: Callable[..., Any],
+        compiled: Callable[..., Any],
+        warn: Callable[[str], None],
+        params: list[torch.nn.Parameter] | None = None,
+    ) -> None:
         self.eager, self.compiled, self.warn = eager, compiled, warn
+        self.params = [p for p in params or [] if p.requires_grad]
         self.failed: str | None = None
+        self.backward_checked = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.failed is None:
             try:
-                return self.compiled(*args, **kwargs)
+                out = self.compiled(*args, **kwargs)
+                if not self.backward_checked and torch.is_grad_enabled():
+                    self._check_backward(out)
+                return out
             except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly, say so
                 if isinstance(e, torch.cuda.OutOfMemoryError):
                     raise  # not a compiler problem: eager would fail the same way
@@ -41,6 +55,19 @@ class _CompiledOrEager:
                 )
         return self.eager(*args, **kwargs)
 
+    def _check_backward(self, out: Any) -> None:
+        """Compile (and run once) the backward now, where a failure can still fall back to eager."""
+        outputs = [t for t in out if isinstance(t, torch.Tensor) and t.requires_grad]
+        if outputs and self.params:
+            torch.autograd.grad(
+                outputs,
+                self.params,
+                grad_outputs=[torch.ones_like(t) for t in outputs],
+                retain_graph=True,
+                allow_unused=True,
+            )
+        self.backward_checked = True
+
 
 def compile_recursion(inner: torch.nn.Module, cuda_graphs: bool, warn: Callable[[str], None]) -> _CompiledOrEager:
     """Replace `inner.recurse` by a compiled version that falls back to eager on failure.
@@ -50,6 +77,9 @@ def compile_recursion(inner: torch.nn.Module, cuda_graphs: bool, warn: Callable[
     eager = inner.recurse
     mode = "reduce-overhead" if cuda_graphs and next(inner.parameters()).is_cuda else None
     compiled = torch.compile(eager, mode=mode, dynamic=False)
-    wrapper = _CompiledOrEager(eager, compiled, warn)
+    # With CUDA graphs the backward is recorded as a graph too; running it twice for one forward is not
+    # something cudagraph trees are known to accept, so that mode keeps the lazy backward compile.
+    params = [] if mode else list(inner.parameters())
+    wrapper = _CompiledOrEager(eager, compiled, warn, params)
     inner.recurse = wrapper  # type: ignore[method-assign]
     return wrapper

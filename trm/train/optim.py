@@ -6,7 +6,11 @@ epsilon: the Adam ratio m/sqrt(v) becomes atan2(m, sqrt(v)), bounded and scale-i
     m <- lerp(m, g, 1 - b1);  v <- lerp(v, g^2, 1 - b2)
     p <- p - lr / (1 - b1^t) * atan2(m, sqrt(v) / sqrt(1 - b2^t))
 The first bias correction stays outside atan2, as in the kernel the paper's runs used. Here it runs
-on CPU, CUDA and MPS, with foreach kernels for everything but the atan2.
+on CPU, CUDA and MPS. By default the update is multi-tensor (`torch._foreach_*`: one kernel launch
+per operation for all parameters of a group, which is what matters on a GPU, where TRM's many small
+tensors make the per-parameter launches the cost); torch has no foreach atan2, so that one op runs per
+tensor. `foreach=False` is the plain per-parameter loop, kept as the readable definition: both give
+identical parameters (tests/test_losses_optim.py).
 """
 
 from __future__ import annotations
@@ -18,11 +22,17 @@ import torch
 
 class AdamATan2(torch.optim.Optimizer):
     def __init__(
-        self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0
+        self,
+        params,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.0,
+        foreach: bool = True,
     ) -> None:
         if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"AdamATan2: invalid lr={lr}, betas={betas} or weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+        self.foreach = foreach
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's signature
@@ -45,16 +55,39 @@ class AdamATan2(torch.optim.Optimizer):
                 vs.append(state["exp_avg_sq"])
             # All params of a group share the step count (they are created together).
             t = float(self.state[params[0]]["step"])
-            if wd != 0:
-                torch._foreach_mul_(params, 1.0 - lr * wd)
-            torch._foreach_lerp_(ms, grads, 1.0 - b1)
-            torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1.0 - b2)
             step_size = lr / (1.0 - b1**t)
-            denoms = torch._foreach_sqrt(vs)
-            torch._foreach_div_(denoms, math.sqrt(1.0 - b2**t))
-            for p, m, d in zip(params, ms, denoms):
-                p.add_(torch.atan2(m, d), alpha=-step_size)
+            bias2 = math.sqrt(1.0 - b2**t)
+            if self.foreach:
+                self._foreach_update(params, grads, ms, vs, lr * wd, b1, b2, step_size, bias2)
+            else:
+                for p, g, m, v in zip(params, grads, ms, vs):
+                    if wd != 0:
+                        p.mul_(1.0 - lr * wd)
+                    m.lerp_(g, 1.0 - b1)
+                    v.lerp_(g * g, 1.0 - b2)
+                    p.add_(torch.atan2(m, v.sqrt().div_(bias2)), alpha=-step_size)
         return None
+
+    @staticmethod
+    def _foreach_update(
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        ms: list[torch.Tensor],
+        vs: list[torch.Tensor],
+        decay: float,
+        b1: float,
+        b2: float,
+        step_size: float,
+        bias2: float,
+    ) -> None:
+        if decay != 0:
+            torch._foreach_mul_(params, 1.0 - decay)
+        torch._foreach_lerp_(ms, grads, 1.0 - b1)
+        torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1.0 - b2)
+        denoms = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denoms, bias2)
+        updates = [torch.atan2(m, d) for m, d in zip(ms, denoms)]
+        torch._foreach_add_(params, updates, alpha=-step_size)
 
 
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
