@@ -64,6 +64,9 @@ if [ "${DRY:-0}" = 1 ]; then
   # are the GPU's, times SCALE. One compile thread: no worker pool to start on a small machine.
   SCALE=${DRY_SCALE:-4}
   export TORCHINDUCTOR_COMPILE_THREADS=1
+  # On a shared CPU, threads that wait for each other at every op make tiny steps seconds long (measured
+  # at load 15 on 2 cores: an elementwise op 16x slower with 2 threads than with 1).
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else
   DEV=cuda
   TINY=()

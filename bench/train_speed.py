@@ -295,6 +295,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         default=-1,
         help="the correctness reference runs in slices of this many samples (default: all at once on CPU, 64 on CUDA)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (default: torch's choice). On a shared, oversubscribed CPU 1 avoids the "
+        "stalls of threads waiting for each other at every op",
+    )
     p.add_argument("--peak-tflops", type=float, default=0.0, help="the GPU's peak for the dtype (default: table)")
     p.add_argument("--json", type=Path, help="write the figures here too")
     args, overrides = p.parse_known_args(argv)
@@ -303,7 +310,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         p.error(f"unknown arguments {bad} (config overrides are key=value)")
     if args.check_batch < -1:
         p.error("--check-batch must be >= 0 (0: the whole batch at once)")
-    for name in ("steps", "warmup", "eval_batches", "batch", "eval_batch"):
+    for name in ("steps", "warmup", "eval_batches", "batch", "eval_batch", "threads"):
         if getattr(args, name) < 0 or (name == "steps" and args.steps < 1):
             p.error(f"--{name.replace('_', '-')} must be >= {1 if name == 'steps' else 0}")
     return args, overrides
@@ -348,8 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("train_speed: --device cuda but torch sees no CUDA device")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = C.load_config(args.config, overrides)
-    out: dict[str, Any] = {"config": args.config, "device": args.device}
+    out: dict[str, Any] = {"config": args.config, "device": args.device, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="trm-bench-") as tmp:
         tmp_path = Path(tmp)
         data_path = Path(base.data.data_paths[0])
