@@ -413,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{k} {v:.2e}" for k, v in err.items())
         )
         out["correctness_rel_err"] = err
+        failed = getattr(fast.model.inner.recurse, "failed", None)  # set by trm.train.compiled's fallback
+        out["compile_failed"] = failed
+        if failed:
+            print(f"  COMPILE FAILED, the fast path runs eagerly: {failed}")
 
         bench = TrainBench(fast)
         t0 = time.perf_counter()

@@ -255,7 +255,7 @@ def test_gpu_check_dry_run_completes_every_step_on_the_cpu(tmp_path):
     for name in ("sudoku_mlp", "maze_att", "sudoku_mlp_graphs"):
         assert f"{name}: exit 0" in summary
         figures = json.loads((out / f"{name}.json").read_text())
-        assert figures["compile"] is True and figures["batch"] == 4
+        assert figures["compile"] is True and figures["compile_failed"] is None and figures["batch"] == 4
         assert all(v < 1e-4 for v in figures["correctness_rel_err"].values()), figures["correctness_rel_err"]
         assert figures["train"]["samples_per_s"] > 0
     for name in ("sudoku_mlp", "maze_att"):

@@ -10,9 +10,9 @@ instance, so parameter names, state dicts and checkpoints are the same as eager 
 torch.compile compiles lazily, at the first call. When that fails (no C++ compiler on a CPU node, no
 Triton for a GPU, an unsupported op), the error is reported once and the step is run eagerly from
 then on: the run goes on, slower, and the log says why. The backward graph compiles later still, at
-the first `loss.backward()`, outside this wrapper: so the first call with gradients also runs the
-compiled backward once (torch.autograd.grad into the module's parameters, .grad untouched, the graph
-kept for the real backward), and a failure there falls back the same way instead of ending the run.
+the first `loss.backward()`, outside this wrapper: so the first call with gradients first runs the
+compiled forward and backward once on a copy of its inputs (torch.autograd.grad: the parameters'
+.grad stay untouched), and a failure there falls back the same way instead of ending the run.
 """
 
 from __future__ import annotations
@@ -39,10 +39,9 @@ class _CompiledOrEager:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.failed is None:
             try:
-                out = self.compiled(*args, **kwargs)
                 if not self.backward_checked and torch.is_grad_enabled():
-                    self._check_backward(out)
-                return out
+                    self._check_backward(args, kwargs)
+                return self.compiled(*args, **kwargs)
             except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly, say so
                 if isinstance(e, torch.cuda.OutOfMemoryError):
                     raise  # not a compiler problem: eager would fail the same way
@@ -55,17 +54,19 @@ class _CompiledOrEager:
                 )
         return self.eager(*args, **kwargs)
 
-    def _check_backward(self, out: Any) -> None:
-        """Compile (and run once) the backward now, where a failure can still fall back to eager."""
-        outputs = [t for t in out if isinstance(t, torch.Tensor) and t.requires_grad]
-        if outputs and self.params:
-            torch.autograd.grad(
-                outputs,
-                self.params,
-                grad_outputs=[torch.ones_like(t) for t in outputs],
-                retain_graph=True,
-                allow_unused=True,
-            )
+    def _check_backward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Compile (and run once) the backward now, where a failure can still fall back to eager.
+
+        A probe call of its own: inductor's backward may free ("donate") its saved buffers, so the
+        real step's graph cannot be run backward twice. The probe's inputs are fresh leaves with the
+        same requires_grad, so it compiles the very graph the real call then reuses."""
+        if self.params:
+            probe = [a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in args]
+            out = self.compiled(*probe, **kwargs)
+            outputs = [t for t in out if isinstance(t, torch.Tensor) and t.requires_grad]
+            if outputs:
+                grad_outputs = [torch.ones_like(t) for t in outputs]
+                torch.autograd.grad(outputs, self.params, grad_outputs=grad_outputs, allow_unused=True)
         self.backward_checked = True
 
 
