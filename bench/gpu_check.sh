@@ -62,7 +62,7 @@ if [ "${DRY:-0}" = 1 ]; then
     arch.L_cycles=1 arch.halt_max_steps=2 arch.puzzle_emb_ndim=32 arch.puzzle_emb_len=1)
   # A CPU compiles inductor's C++ kernels slowly (minutes on a shared 2-core machine): the time limits
   # are the GPU's, times SCALE. One compile thread: no worker pool to start on a small machine.
-  SCALE=${DRY_SCALE:-4}
+  SCALE=${DRY_SCALE:-6}
   export TORCHINDUCTOR_COMPILE_THREADS=1
   # On a shared CPU, threads that wait for each other at every op make tiny steps seconds long (measured
   # at load 15 on 2 cores: an elementwise op 16x slower with 2 threads than with 1).
