@@ -143,9 +143,14 @@ def collapse_metrics(model: TRM, probe: FewShotBatch, device: torch.device) -> d
     try:
         di, dl, dm = (t.to(device) for t in (probe.demo_inputs, probe.demo_labels, probe.demo_mask))
         B, K, L = di.shape
-        ctx = enc(di, dl, dm, None).context.float().flatten(1)  # (B, P*D)
+        full = enc(di, dl, dm, None)
+        ctx = full.context.float().flatten(1)  # (B, P*D)
         tasks = ctx.var(0, unbiased=False).mean()
-        single = enc(di.reshape(B * K, 1, L), dl.reshape(B * K, 1, L), dm.reshape(B * K, 1), None).context
+        if enc.num_slots:  # the token table is built from the grids, not from the demo vectors
+            single = enc(di.reshape(B * K, 1, L), dl.reshape(B * K, 1, L), dm.reshape(B * K, 1), None).context
+        else:  # each demo's vector does not depend on the other demos: aggregate them one at a time
+            D = full.demo_vectors.shape[-1]
+            single = enc.aggregate_demos(full.demo_vectors.reshape(B * K, 1, D), dm.reshape(B * K, 1)).context
         single = single.float().flatten(1).view(B, K, -1)
         m = dm.float().unsqueeze(-1)  # (B, K, 1)
         n = m.sum(1).clamp_min(1.0)
