@@ -16,6 +16,7 @@ from trm.config import load_config
 from trm.data.fewshot import probe_items, read_num_demos
 from trm.data.format import read_split
 from trm.model.encoders import ENCODER_TYPES
+from trm.model.trm import IGNORE_LABEL
 from trm.train import dist, etrm
 from trm.train.loop import Trainer
 
@@ -141,3 +142,24 @@ def test_trimmed_padding_leaves_the_metrics_unchanged(trainer):
     assert results[6].keys() == results[8].keys()
     for k, v in results[8].items():
         assert results[6][k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+
+
+def test_probe_accuracy_is_the_last_steps_accuracy_on_the_probe(tmp_path):
+    """Without halt_early every query halts at the last step: the figures are that step's predictions
+    against the labels (per-query share of correct cells, and whole-grid matches)."""
+    root = make_rule_dataset(tmp_path / "rules", num_train_tasks=4, num_test_tasks=2, num_aug=2)
+    s = read_split(root, "train")
+    probe = probe_items(s, read_num_demos(root, "train", len(s.puzzle_identifiers)), 4, 0)
+    model = _model("standard")
+    got = etrm.probe_accuracy(model, probe, torch.device("cpu"), "softmax_cross_entropy", halt_early=False)
+    data = probe.as_dict()
+    with torch.no_grad():
+        carry = model.initial_carry(data)
+        for _ in range(model.halt_max_steps):
+            carry, out = model(carry, data, None)
+        logits = out.logits
+    mask = probe.labels != IGNORE_LABEL
+    correct = (logits.argmax(-1) == probe.labels) & mask
+    per_query = correct.sum(-1) / mask.sum(-1)
+    assert got["accuracy"] == pytest.approx(per_query.mean().item(), rel=1e-6)
+    assert got["exact_accuracy"] == pytest.approx((correct.sum(-1) == mask.sum(-1)).float().mean().item())

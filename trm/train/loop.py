@@ -520,12 +520,18 @@ class Trainer:
         )
 
     def _encoder_metrics(self) -> dict[str, float]:
-        """The encoder-collapse diagnostic on fixed probes of held-out and of training tasks."""
+        """The encoder-collapse diagnostic on fixed probes of held-out and of training tasks, and the
+        training tasks' accuracy (`eval/accuracy_train`, `eval/exact_accuracy_train`)."""
         out: dict[str, float] = {}
         for suffix, probe in self.fewshot.probes(self.cfg).items():
             if probe is not None:
                 for k, x in etrm.collapse_metrics(self.model, probe, self.device).items():
                     out[f"eval/{k}{suffix}"] = x
+            if probe is not None and suffix == "_train":
+                acc = etrm.probe_accuracy(
+                    self.model, probe, self.device, self.cfg.arch.loss_type, self.cfg.eval.halt_early
+                )
+                out.update({f"eval/{k}_train": x for k, x in acc.items()})
         return out
 
     def _evaluators(self) -> list[Any]:
