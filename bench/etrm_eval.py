@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -62,16 +64,19 @@ def main() -> None:
         )
         trainer = Trainer(cfg, dist.init(cfg.train.device))
         queries = sum(int(b.valid.sum()) for b in trainer._eval_batches(trainer.cfg.eval.max_batches))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         metrics = trainer.evaluate()
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         per_aug = seconds / (a.num_aug + 1)
         print(
             f"{queries} held-out queries (32 tasks x {a.num_aug + 1} variants) in {seconds:.1f} s on "
             f"{trainer.device.type}: {queries / seconds:.1f} queries/s, hidden {a.hidden}, up to "
             f"{a.halt_max_steps} ACT steps; pass@2 {metrics.get('eval/arc/pass@2', 0):.3f}"
         )
+        # On a shared CPU the wall time counts other processes' load; the CPU time (all threads) does not.
+        print(f"CPU time {cpu:.1f} s ({torch.get_num_threads()} threads: {cpu / seconds:.2f} cores busy on average)")
         print(f"implied for 1000 augmentations: {per_aug * 1001 / 60:.1f} min")
+        print(f"32 held-out task groups with {a.num_aug} augmentations in {seconds:.0f} s ({cpu:.0f} CPU s)")
 
 
 if __name__ == "__main__":

@@ -433,3 +433,22 @@ def test_yaml_shapes_the_fast_path_hands_over() -> None:
     assert flat_yaml("a:\n  - {b: 1}\n") == {"a": [{"b": "1"}]}  # a list of mappings
     with pytest.raises(yaml.YAMLError):
         flat_yaml("a: 1\n---\nb: 2\n")
+
+
+def test_encoder_runs_take_train_accuracy_from_the_last_eval_not_the_last_train_line(tmp_path: Path) -> None:
+    """The train log line after the last eval says 20% (one interval's halted slots); the eval's figure on
+    the training tasks says 95%, in metrics.jsonl and in summary.json's final: the table shows 95%."""
+    from trm.hpc.collect import format_table
+
+    encoder = ["arch.encoder_type=standard", "arch.puzzle_emb_len=2"]
+    final = {ACC: 0.5, "eval/accuracy_train": 0.95, "eval/collapse_ratio": 3.0}
+    lines = [train_line(50, **{"train/accuracy": 0.6}), eval_line(100, 0.5, **final)]
+    lines.append(train_line(150, **{"train/accuracy": 0.2}))
+    write_run(tmp_path / "s", "enc", lines=lines, overrides=encoder, summary={"final": final})
+    # the same run, its metrics.jsonl lost: summary.json alone
+    write_run(tmp_path / "s", "enc_summary", lines=[], overrides=encoder, summary={"final": final})
+    result = collect([tmp_path / "s"])[0]
+    assert result.row("enc").etrm["train_accuracy"] == pytest.approx(0.95)
+    assert result.row("enc_summary").etrm["train_accuracy"] == pytest.approx(0.95)
+    row = next(line for line in format_table(result).splitlines() if line.startswith("enc "))
+    assert "95.0%" in row and "20.0%" not in row

@@ -310,3 +310,7 @@ def test_the_collector_shows_the_etrm_settings_side_by_side(rules, tmp_path):
     online = next(line for line in table.splitlines() if line.startswith("online"))
     assert "standard" in orig and "original" in orig and "0.3" in orig and "%" in orig
     assert "online" in online and "3 steps" in online
+    # train acc: the last eval's figure on the training tasks, as summary.json keeps it
+    final = json.loads((runs / "orig" / "summary.json").read_text())["final"]
+    assert 0 <= final["eval/exact_accuracy_train"] <= final["eval/accuracy_train"] <= 1
+    assert f"{100 * final['eval/accuracy_train']:.1f}%" in orig

@@ -16,7 +16,7 @@ labels, the blank puzzle id) and marked by `valid`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -40,6 +40,16 @@ class Batch:
         return Batch(
             *(t.to(device, non_blocking=nb) for t in (self.inputs, self.labels, self.puzzle_identifiers, self.valid))
         )
+
+
+def valid_prefix(batch: Batch) -> Batch:
+    """The batch without its trailing padding slots (a test batch pads only at its end, on every rank),
+    keeping at least one slot so that shapes stay non-empty: each padding slot would cost a full forward
+    pass and count for nothing. Needs the count on the host: one sync per batch."""
+    n = max(int(batch.valid.sum()), 1)
+    if n == batch.valid.shape[0] or not bool(batch.valid[: int(batch.valid.sum())].all()):
+        return batch
+    return type(batch)(*(getattr(batch, f.name)[:n] for f in fields(batch)))
 
 
 def _philox(seed: int, chunk: int, stream: int) -> np.random.Generator:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-SCHEDULERS = ("slurm", "lsf", "local")
+from trm.hpc.backends import BACKENDS
 
 # Names that look like credentials: they must never be written into a job script.
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -38,7 +38,7 @@ class ProfileError(ValueError):
 @dataclass(frozen=True)
 class Profile:
     name: str
-    scheduler: Literal["slurm", "lsf", "local"]
+    scheduler: str  # a name in trm.hpc.backends.BACKENDS
     path: Path | None = None  # None for the built-in "local" profile
     queue: str = ""  # default SLURM partition / LSF queue; empty: the scheduler's default
     queues: tuple[str, ...] = ()  # the queues the cluster has; empty: not checked before submitting
@@ -122,8 +122,8 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
         raise ProfileError(f"{source}: unknown key '{unknown[0]}'. Valid keys: {', '.join(sorted(_FIELDS))}")
     kw: dict[str, Any] = {}
     scheduler = raw.get("scheduler")
-    if scheduler not in SCHEDULERS:
-        raise ProfileError(f"{source}: 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if scheduler not in BACKENDS:
+        raise ProfileError(f"{source}: 'scheduler' must be one of {', '.join(BACKENDS)}, got {scheduler!r}")
     kw["scheduler"] = scheduler
     kw["name"] = str(raw.get("name") or (path.stem if path else scheduler))
     for key in ("queues", "modules", "setup", "extra_directives"):

@@ -82,6 +82,15 @@ class StepOutput:
     kl: torch.Tensor | None = None  # (B,) float32, the variational encoders' KL per slot
 
 
+@dataclass
+class EvalEncoding:
+    """A batch's demos encoded once for all the ACT steps of its evaluation: the encoder's whole output,
+    or (recurrent encoder) the demo vectors its per-step aggregation starts from."""
+
+    output: Any = None  # EncoderOutput
+    demos: torch.Tensor | None = None  # (B, K, D)
+
+
 class TRMInner(nn.Module):
     def __init__(
         self,
@@ -232,10 +241,26 @@ class TRM(nn.Module):
             out["enc_state"] = self.encoder.initial_state(batch["inputs"].shape[0]).to(batch["inputs"].device)
         return out
 
-    def encode(self, carry: Carry, batch: dict[str, torch.Tensor], reset: torch.Tensor) -> tuple[dict, Any]:
+    @torch.no_grad()
+    def eval_encoding(self, batch: dict[str, torch.Tensor]) -> EvalEncoding:
+        """The batch's demos encoded once, for every ACT step of an evaluation of that batch: with the
+        weights fixed and every slot holding the batch's own demos, each step would recompute exactly
+        this. The recurrent encoder refines its state per step, so only its demo vectors are kept."""
+        assert self.encoder is not None
+        if self.training:
+            raise ValueError("eval_encoding is for evaluation (model.eval()): training re-encodes every step")
+        di, dl, dm = batch["demo_inputs"], batch["demo_labels"], batch["demo_mask"]
+        if self.encoder.recurrent:
+            return EvalEncoding(demos=self.encoder.encode_demos(di, dl, dm))
+        return EvalEncoding(output=self.encoder(di, dl, dm, None))
+
+    def encode(
+        self, carry: Carry, batch: dict[str, torch.Tensor], reset: torch.Tensor, cached: EvalEncoding | None = None
+    ) -> tuple[dict, Any]:
         """Refill the reset slots' demos and encode every slot's demos (the whole batch, every step, so
-        that every slot sends gradient to the encoder: caching starved it). Returns the carry's new
-        encoder fields and the EncoderOutput."""
+        that every slot sends gradient to the encoder: caching starved it), or at evaluation take
+        `cached` (the batch's `eval_encoding`). Returns the carry's new encoder fields and the
+        EncoderOutput."""
         assert self.encoder is not None
         r2, r3 = reset.view(-1, 1), reset.view(-1, 1, 1)
         fields_ = {
@@ -247,7 +272,12 @@ class TRM(nn.Module):
         if self.encoder.recurrent:
             init = self.encoder.initial_state(reset.shape[0], detach=False).to(carry.enc_state.dtype)
             state = torch.where(r3, init, carry.enc_state)
-        out = self.encoder(fields_["demo_inputs"], fields_["demo_labels"], fields_["demo_mask"], state)
+        if cached is None:
+            out = self.encoder(fields_["demo_inputs"], fields_["demo_labels"], fields_["demo_mask"], state)
+        elif cached.output is not None:
+            out = cached.output
+        else:
+            out = self.encoder.aggregate_demos(cached.demos, fields_["demo_mask"], state)
         if out.state is not None:
             fields_["enc_state"] = out.state.detach()  # truncated BPTT, as the decoder's z_H / z_L
         return fields_, out
@@ -258,10 +288,14 @@ class TRM(nn.Module):
         batch: dict[str, torch.Tensor],
         explore: tuple[torch.Tensor, torch.Tensor] | None = None,
         halt_early: bool = False,
+        cached: EvalEncoding | None = None,
     ) -> tuple[Carry, StepOutput]:
         """One supervision step. `explore` = (uniform draws, minimum-step draws) per slot, made by the
-        trainer for the whole global batch so that N ranks behave exactly as one process."""
+        trainer for the whole global batch so that N ranks behave exactly as one process. `cached`:
+        `eval_encoding(batch)`, only valid in eval mode with the same `batch` at every step."""
         cfg = self.cfg
+        if cached is not None and self.training:
+            raise ValueError("a cached demo encoding is for evaluation only: training re-encodes every step")
         reset = carry.halted
         init_H, init_L = self.inner.initial_state(reset.shape[0], reset.device)
         r3 = reset.view(-1, 1, 1)
@@ -276,7 +310,7 @@ class TRM(nn.Module):
         enc_fields: dict[str, torch.Tensor] = {}
         context = kl = None
         if self.encoder is not None:
-            enc_fields, enc = self.encode(carry, batch, reset)
+            enc_fields, enc = self.encode(carry, batch, reset, cached)
             context, kl = enc.context, enc.kl
         z_H, z_L, logits, q_halt, q_cont = self.inner(z_H, z_L, inputs, puzzle_ids, context)
 

@@ -6,6 +6,8 @@
   one batch from a fresh carry, no halting (the original mode is the loop's own `train_step`).
 - `collapse_metrics`: how much the encoder's context varies across tasks, relative to how much it
   varies across the demos of one task (near 0: the encoder gives every task the same context).
+- `probe_accuracy`: accuracy and exact accuracy on a probe's queries, as the evaluation measures them
+  (the training tasks' figure of every eval: the ETRM overfit study's success measure).
 """
 
 from __future__ import annotations
@@ -143,9 +145,14 @@ def collapse_metrics(model: TRM, probe: FewShotBatch, device: torch.device) -> d
     try:
         di, dl, dm = (t.to(device) for t in (probe.demo_inputs, probe.demo_labels, probe.demo_mask))
         B, K, L = di.shape
-        ctx = enc(di, dl, dm, None).context.float().flatten(1)  # (B, P*D)
+        full = enc(di, dl, dm, None)
+        ctx = full.context.float().flatten(1)  # (B, P*D)
         tasks = ctx.var(0, unbiased=False).mean()
-        single = enc(di.reshape(B * K, 1, L), dl.reshape(B * K, 1, L), dm.reshape(B * K, 1), None).context
+        if enc.num_slots:  # the token table is built from the grids, not from the demo vectors
+            single = enc(di.reshape(B * K, 1, L), dl.reshape(B * K, 1, L), dm.reshape(B * K, 1), None).context
+        else:  # each demo's vector does not depend on the other demos: aggregate them one at a time
+            D = full.demo_vectors.shape[-1]
+            single = enc.aggregate_demos(full.demo_vectors.reshape(B * K, 1, D), dm.reshape(B * K, 1)).context
         single = single.float().flatten(1).view(B, K, -1)
         m = dm.float().unsqueeze(-1)  # (B, K, 1)
         n = m.sum(1).clamp_min(1.0)
@@ -157,3 +164,32 @@ def collapse_metrics(model: TRM, probe: FewShotBatch, device: torch.device) -> d
         enc.train(was_training)
     ratio = (tasks / demos.clamp_min(1e-12)).item() if several.any() else float("nan")
     return {"context_var_tasks": tasks.item(), "context_var_demos": demos.item(), "collapse_ratio": ratio}
+
+
+@torch.no_grad()
+def probe_accuracy(model: TRM, probe: FewShotBatch, device: torch.device, loss_type: str, halt_early: bool) -> dict:
+    """Accuracy and exact accuracy of the probe's queries, each at the step it halts (every step unless
+    `halt_early`), with the weights the caller has set (the EMA at evaluation): one query of each of
+    the first training tasks, the figure a run's summary keeps, where a train log line only averages
+    the last interval's halted slots under changing weights."""
+    was_training = model.training
+    model.eval()
+    try:
+        data = probe.to(device).as_dict()
+        cached = model.eval_encoding(data)
+        carry = model.initial_carry(data)
+        done = torch.zeros_like(carry.halted)
+        sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in ("count", "accuracy", "exact_accuracy")}
+        for _ in range(model.halt_max_steps):
+            carry, out = model(carry, data, None, halt_early=halt_early, cached=cached)
+            newly = carry.halted & ~done
+            _, metrics = act_loss(replace(carry, halted=newly), out, loss_type)
+            for k in sums:
+                sums[k] = sums[k] + metrics[k].to(sums[k].dtype)
+            done |= newly
+            if halt_early and bool(done.all()):
+                break
+    finally:
+        model.train(was_training)
+    count = max(sums.pop("count").item(), 1.0)
+    return {k: v.item() / count for k, v in sums.items()}

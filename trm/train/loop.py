@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from trm import config as C
 from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
-from trm.data.iterator import Batch, TrainIterator, eval_batches
+from trm.data.iterator import Batch, TrainIterator, eval_batches, valid_prefix
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
 from trm.train import checkpoint as ckpt
 from trm.train import etrm, guards, runlock
@@ -452,13 +452,15 @@ class Trainer:
         try:
             batches = self._eval_batches(max_batches)
             for batch in Prefetcher(batches, self.device, lambda: None, lookahead=self.device.type == "cuda"):
+                batch = valid_prefix(batch)
                 data = batch.as_dict()
                 carry = self.model.initial_carry(data)
+                cached = self.model.eval_encoding(data) if self.model.encoder is not None else None
                 done = torch.zeros_like(batch.valid)
                 preds = torch.zeros_like(batch.inputs)
                 q_halt = torch.zeros(batch.valid.shape, dtype=torch.float32, device=self.device)
                 for _ in range(self.model.halt_max_steps):
-                    carry, out = self.model(carry, data, None, halt_early=cfg.eval.halt_early)
+                    carry, out = self.model(carry, data, None, halt_early=cfg.eval.halt_early, cached=cached)
                     newly = carry.halted & ~done
                     halted = replace(carry, halted=newly & batch.valid)  # padding slots never count
                     _, metrics = act_loss(halted, out, cfg.arch.loss_type)
@@ -518,12 +520,18 @@ class Trainer:
         )
 
     def _encoder_metrics(self) -> dict[str, float]:
-        """The encoder-collapse diagnostic on fixed probes of held-out and of training tasks."""
+        """The encoder-collapse diagnostic on fixed probes of held-out and of training tasks, and the
+        training tasks' accuracy (`eval/accuracy_train`, `eval/exact_accuracy_train`)."""
         out: dict[str, float] = {}
         for suffix, probe in self.fewshot.probes(self.cfg).items():
             if probe is not None:
                 for k, x in etrm.collapse_metrics(self.model, probe, self.device).items():
                     out[f"eval/{k}{suffix}"] = x
+            if probe is not None and suffix == "_train":
+                acc = etrm.probe_accuracy(
+                    self.model, probe, self.device, self.cfg.arch.loss_type, self.cfg.eval.halt_early
+                )
+                out.update({f"eval/{k}_train": x for k, x in acc.items()})
         return out
 
     def _evaluators(self) -> list[Any]:

@@ -132,15 +132,17 @@ def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult,
 
 
 def _set_etrm(row: RunResult, config: dict[str, Any] | None, files: RunFiles) -> None:
-    """The settings the ETRM studies vary, and the last train accuracy, for runs with a demo encoder."""
+    """The settings the ETRM studies vary, and the training tasks' accuracy of the run's last eval (the
+    trainer's `eval/accuracy_train`: EMA weights, every ACT step), for runs with a demo encoder. Not the
+    last train log line: that averages one interval's halted slots under moving weights, and is absent
+    or stale for a run whose last line came before its end."""
     if not config or str(config.get("arch.encoder_type", "none")) == "none":
         return
-    train = files.last_train or {}
     row.etrm = {
         "encoder": str(config.get("arch.encoder_type")),
         "mode": str(config.get("train.act_mode", "original")),
         "explore": str(config.get("arch.halt_exploration_prob", "")),
-        "train_accuracy": train.get("train/accuracy") if is_number(train.get("train/accuracy")) else None,
+        "train_accuracy": row.final.get("eval/accuracy_train"),
     }
     if row.etrm["mode"] == "online":
         row.etrm["explore"] = f"{config.get('arch.num_act_steps')} steps"

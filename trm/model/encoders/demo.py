@@ -283,10 +283,17 @@ class DemoEncoder(nn.Module):
         demo_mask: torch.Tensor,
         state: torch.Tensor | None = None,
     ) -> EncoderOutput:
-        B = demo_inputs.shape[0]
         if self.num_slots:
             return self._token_table(demo_inputs, demo_labels, demo_mask)
-        demos = self.encode_demos(demo_inputs, demo_labels, demo_mask)
+        return self.aggregate_demos(self.encode_demos(demo_inputs, demo_labels, demo_mask), demo_mask, state)
+
+    def aggregate_demos(
+        self, demos: torch.Tensor, demo_mask: torch.Tensor, state: torch.Tensor | None = None
+    ) -> EncoderOutput:
+        """The demo vectors (B, K, D) of `encode_demos` -> the context: what follows the grid encoder, so
+        that a caller holding the demo vectors (the recurrent encoder at evaluation, the collapse
+        probe) can aggregate them again without re-encoding the grids. Not for encoder_pooling=token."""
+        B = demos.shape[0]
         kl = demos.new_zeros(B, dtype=torch.float32)
         new_state = None
         if self.bottleneck == "per_demo":
