@@ -336,7 +336,8 @@ def _coerce(key: str, value: Any, tp: Any, from_cli: bool) -> Any:
     raise TypeError(f"unsupported annotation for {key}: {tp}")
 
 
-def _resolve_key(key: str) -> str:
+def canonical_key(key: str) -> str:
+    """A key as our tree spells it: `+` (Hydra's "add") dropped, the reference's aliases resolved."""
     key = key.lstrip("+")
     return ALIASES.get(key, key)
 
@@ -357,7 +358,7 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         if not isinstance(key, str):
             raise ConfigError(f"{prefix}{key!r}: keys must be strings")
         full = f"{prefix}{key}"
-        if isinstance(value, dict) and _resolve_key(full) != full.lstrip("+"):
+        if isinstance(value, dict) and canonical_key(full) != full.lstrip("+"):
             out[full] = value  # an alias whose value happens to be a mapping: let the check complain
         elif isinstance(value, dict):
             out.update(_flatten(value, f"{full}."))
@@ -420,7 +421,7 @@ def _normalise(flat: dict[str, Any], source: str) -> dict[str, Any]:
                     f"{', '.join(sorted(_SELECTORS[bare]))}"
                 )
             continue
-        out[_resolve_key(key)] = value
+        out[canonical_key(key)] = value
     _check_known(out, source)
     return out
 
@@ -546,3 +547,20 @@ def config_diff(a: Config, b: Config, runtime: bool = False) -> list[str]:
         for k in sorted(set(fa) | set(fb))
         if fa.get(k) != fb.get(k) and (runtime or k not in RUNTIME_KEYS)
     ]
+
+
+def frozen_config_diff(path: Path, cfg: Config) -> list[str]:
+    """How `cfg` differs in what it computes from the config frozen in `path` (a run's config.yaml,
+    trm/rundir.py); [] when nothing is frozen there yet. Raises ConfigError naming the file when it
+    cannot be read back (not YAML, not UTF-8, or a config this code refuses)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read back ({e})") from None
+    try:
+        old = config_from_dict(yaml.safe_load(text) or {})
+    except (ConfigError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot be read back ({e})") from None
+    return config_diff(old, cfg)

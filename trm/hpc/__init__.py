@@ -7,7 +7,6 @@ render.py     job scripts from templates/<scheduler>.sh.j2 (pure, every value sh
 backends/     submitit executors: slurm (our script), lsf (a submitit plugin), local
 job.py        TrainJob(run_dir): what runs on the node; requeues on the trainer's exit code 75
 submit.py     plan (never clobber), freeze configs, submit arrays, cancel
-runstate.py   status.json of a run directory
 scheduler.py  batched job states and cancel (sacct/squeue, bjobs, local pids)
 status.py     the per-run table of tools/status.py
 queue.py      the jobs.txt runner of tools/queue.py

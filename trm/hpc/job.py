@@ -20,7 +20,6 @@ status.json's `message` always describes the latest transition ("preempted ...",
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -28,10 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trm.hpc.runstate import read_status, start_attempt, update_status
+from trm.rundir import CONFIG, EXIT_REQUEUE, EXIT_STOPPED, SUMMARY, read_json, read_status, start_attempt, update_status
 
-EXIT_REQUEUE = 75  # trm.train.preempt.EXIT_REQUEUE
-EXIT_STOPPED = 143  # trm.train.preempt.EXIT_STOPPED
 _RESUME_HINT = "resume it with tools/submit.py SPEC --resume"
 
 
@@ -54,10 +51,7 @@ def first_line(text: str) -> str:
 
 
 def _step(run_dir: Path) -> str:
-    try:
-        step = json.loads((run_dir / "summary.json").read_text()).get("step")
-    except (OSError, ValueError, AttributeError):
-        step = None
+    step = read_json(run_dir / SUMMARY).get("step")
     return f" at step {step}" if isinstance(step, int) else ""
 
 
@@ -119,7 +113,7 @@ class TrainJob:
 
     def argv(self) -> list[str]:
         return [
-            str(self.run_dir / "config.yaml"),
+            str(self.run_dir / CONFIG),
             f"run.root={self.run_dir.parent}",
             f"run.name={self.run_dir.name}",
         ]

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
+from trm.rundir import atomic_write_text
+
 SCHEDULERS = ("slurm", "lsf", "local")
 
 # Names that look like credentials: they must never be written into a job script.
@@ -193,11 +195,9 @@ def protect_dir(path: Path, profile: Profile) -> Path:
 
 
 def write_private(path: Path, text: str, profile: Profile) -> None:
-    """Write a job script atomically with the profile's file mode (never world-readable)."""
-    from trm.data.format import atomic_write_text
-
-    atomic_write_text(path, text)
-    os.chmod(path, profile.file_mode)
+    """Write a job script atomically with the profile's file mode (never world-readable, not even
+    for a moment: the mode is set before the rename)."""
+    atomic_write_text(path, text, mode=profile.file_mode)
 
 
 def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:

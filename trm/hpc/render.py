@@ -24,10 +24,10 @@ import jinja2
 
 from trm.hpc.profile import Profile
 from trm.hpc.spec import Resources
+from trm.rundir import EXIT_REQUEUE
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 PREEMPT_SIGNAL = "USR2"  # submitit's default (SUBMITIT_PREEMPT_SIGNAL); NCCL-safe, unlike USR1
-REQUEUE_EXIT_CODE = 75  # trm.train.preempt.EXIT_REQUEUE: the trainer checkpointed and wants a requeue
 
 
 class RenderError(ValueError):
@@ -131,7 +131,7 @@ def _context(req: ScriptRequest) -> dict[str, object]:
         "time_min": res.time_min,
         "signal": PREEMPT_SIGNAL,
         "signal_delay_s": prof.signal_delay_s,
-        "requeue_exit_code": REQUEUE_EXIT_CODE,
+        "requeue_exit_code": EXIT_REQUEUE,
         "modules": prof.modules,
         "venv_activate": str(venv / "bin" / "activate") if venv else "",
         "env": prof.env,

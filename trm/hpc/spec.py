@@ -37,10 +37,10 @@ from typing import Any
 
 import yaml
 
-from trm.config import ALIASES, Config, ConfigError, check_runnable, load_config
+from trm.config import Config, ConfigError, canonical_key, check_runnable, load_config
 from trm.hpc.profile import Profile, ProfileError, load_profile
+from trm.rundir import DEFAULT_METRIC, resolve_runs_root
 
-DEFAULT_METRIC = "eval/exact_accuracy"
 SPEC_KEYS = (
     "name",
     "description",
@@ -179,11 +179,6 @@ def check_name(name: Any, where: str) -> str:
             f"words, so use only {_NAME_CHARS}"
         )
     return name
-
-
-def canonical_key(key: str) -> str:
-    bare = key.lstrip("+")
-    return ALIASES.get(bare, bare)
 
 
 def override_text(value: Any, where: str) -> str:
@@ -342,7 +337,7 @@ def load_sweep(path: str | Path, runs_root: str | Path | None = None, profile: s
         raise SpecError(f"{where}: config '{raw['config']}' does not exist (looked at {config_path})")
     common = _overrides(raw.get("overrides"), f"{where}: overrides")
 
-    root = Path(runs_root if runs_root is not None else (prof.runs_root or "runs")).expanduser().resolve()
+    root = resolve_runs_root(runs_root, prof.runs_root)
     entries: list[tuple[str, str, dict[str, str], dict[str, float], dict[str, float]]] = []
     runs_raw = raw.get("runs") or []
     if not isinstance(runs_raw, list):

@@ -21,7 +21,7 @@ from trm.hpc.collect.sweep import CollectError, RunEntry, SweepEntry, resolve_in
 log = logging.getLogger("trm.hpc.collect")
 
 NOT_STARTED = "not started"
-# States before the trainer has written anything (trm.hpc.runstate: pending = submitted, not started):
+# States before the trainer has written anything (trm.rundir: pending = submitted, not started):
 # a missing summary.json is expected there.
 _PRE_START_STATES = {"pending", NOT_STARTED}
 # Config keys that never distinguish one run's computation from another's.

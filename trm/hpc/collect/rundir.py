@@ -19,8 +19,10 @@ from typing import Any
 import yaml
 
 from trm.config import Config, to_yaml
+from trm.rundir import CONFIG, METRICS, RUN_FILES, STATUS, SUMMARY, looks_like_run_dir
 
-RUN_FILES = ("config.yaml", "summary.json", "metrics.jsonl", "status.json")
+__all__ = ["RUN_FILES", "RunFiles", "config_as_text", "flat_yaml", "is_number", "looks_like_run_dir", "read_run"]
+
 # config.yaml values are read as the text the trainer wrote (`true`, `0.002`, `[a, b]` items): the
 # collector compares and prints them, it does not compute with them, and libyaml's base loader is
 # about 10x faster than the typed pure-Python one (bench/collect.py reads 1000 of them).
@@ -88,70 +90,13 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return data
 
 
-class _NotFlat(Exception):
-    """A YAML shape the event flattener leaves to the full loader (aliases, lists of mappings, ...)."""
-
-
 def flat_yaml(text: str) -> dict[str, Any]:
-    """`{"arch.L_layers": "2", "data.data_paths": ["data/x"], ...}` from YAML text of nested mappings.
-
-    Built from libyaml's event stream: about 2x faster than `yaml.load` + flatten, which builds the tree
-    first (the collector reads one config.yaml per run). Other shapes go through `yaml.load`.
-    """
-    try:
-        return _flat_from_events(text)
-    except _NotFlat:
-        raw = yaml.load(text, Loader=_YAML_LOADER)
-        if not isinstance(raw, dict):
-            raise yaml.YAMLError(f"expected a mapping of sections, got {type(raw).__name__}") from None
-        return _flatten(raw)
-
-
-def _flat_from_events(text: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    path: list[str] = []  # the keys leading to the innermost open mapping
-    key: list[str | None] = []  # per open mapping: the key waiting for its value
-    items: list[str] | None = None  # the open sequence (of scalars)
-    documents = 0
-    for event in yaml.parse(text, Loader=_YAML_LOADER):
-        kind = type(event)
-        if kind is yaml.DocumentStartEvent:
-            documents += 1
-        elif kind is yaml.ScalarEvent:
-            if items is not None:
-                items.append(event.value)
-            elif not key:
-                raise _NotFlat
-            elif key[-1] is None:
-                key[-1] = event.value
-            else:
-                out[".".join([*path, key[-1]])] = event.value  # type: ignore[list-item]
-                key[-1] = None
-        elif kind is yaml.MappingStartEvent:
-            if items is not None or (key and key[-1] is None):
-                raise _NotFlat
-            if key:
-                path.append(key[-1])  # type: ignore[arg-type]
-            elif documents != 1:
-                raise _NotFlat  # several documents: the full loader refuses them by name
-            key.append(None)
-        elif kind is yaml.MappingEndEvent:
-            key.pop()
-            if key:
-                path.pop()
-                key[-1] = None
-        elif kind is yaml.SequenceStartEvent:
-            if items is not None or not key or key[-1] is None:
-                raise _NotFlat
-            items = []
-        elif kind is yaml.SequenceEndEvent:
-            out[".".join([*path, key[-1]])] = items  # type: ignore[list-item]
-            key[-1], items = None, None
-        elif kind is yaml.AliasEvent:
-            raise _NotFlat
-    if documents != 1:
-        raise _NotFlat  # empty, or several documents: the full loader names what is wrong
-    return out
+    """`{"arch.L_layers": "2", "data.data_paths": ["data/x"], ...}` from YAML text of nested mappings,
+    values as text (libyaml's base loader; bench/collect.py times it over 1000 run directories)."""
+    raw = yaml.load(text, Loader=_YAML_LOADER)
+    if not isinstance(raw, dict):
+        raise yaml.YAMLError(f"expected a mapping of sections, got {type(raw).__name__}") from None
+    return _flatten(raw)
 
 
 def _read_config(path: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -242,12 +187,8 @@ def read_run(run_dir: Path) -> RunFiles:
     files = RunFiles(run_dir=run_dir, exists=run_dir.is_dir())
     if not files.exists:
         return files
-    files.config = _read_config(run_dir / "config.yaml", files.problems)
-    files.summary = _read_json(run_dir / "summary.json", files.problems)
-    files.status = _read_json(run_dir / "status.json", files.problems)
-    _read_metrics(run_dir / "metrics.jsonl", files)
+    files.config = _read_config(run_dir / CONFIG, files.problems)
+    files.summary = _read_json(run_dir / SUMMARY, files.problems)
+    files.status = _read_json(run_dir / STATUS, files.problems)
+    _read_metrics(run_dir / METRICS, files)
     return files
-
-
-def looks_like_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)
