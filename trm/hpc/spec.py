@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from trm.config import Config, ConfigError, canonical_key, check_runnable, load_config
+from trm.fields import Mismatch, coerce, field_types, positive_number
 from trm.hpc.profile import Profile, ProfileError, load_profile
 from trm.rundir import DEFAULT_METRIC, resolve_runs_root
 
@@ -235,17 +236,20 @@ def _metrics(raw: Any, where: str) -> dict[str, float]:
     return out
 
 
+_RESOURCE_TYPES = field_types(Resources)
+_LOWEST = {"nodes": 1, "cpus_per_task": 1, "gpus_per_node": 0, "tasks_per_node": 0}
+
+
 def check_resource(key: str, value: Any, where: str, profile: Profile) -> Any:
     """One resource value (from a spec or a command line option), checked; returns it normalised."""
-    if key in ("nodes", "gpus_per_node", "cpus_per_task", "tasks_per_node"):
-        low = 1 if key in ("nodes", "cpus_per_task") else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise SpecError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
-        return value
-    if key == "mem_gb":
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-            raise SpecError(f"{where}: mem_gb must be a positive number of GB, got {value!r}")
-        return float(value)
+    try:
+        if key in _LOWEST:
+            return coerce(value, _RESOURCE_TYPES[key], strict=True, low=_LOWEST[key])
+        if key == "mem_gb":
+            return positive_number(value)
+    except Mismatch as e:
+        unit = " of GB" if key == "mem_gb" else ""
+        raise SpecError(f"{where}: {key} must be {e.expected}{unit}, got {value!r}") from None
     if key == "time":
         parse_time_minutes(value, f"{where}: time")
         return str(value)
