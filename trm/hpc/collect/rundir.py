@@ -90,13 +90,72 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return data
 
 
+class _NotFlat(Exception):
+    """A YAML shape the event flattener leaves to the full loader (aliases, lists of mappings, ...)."""
+
+
 def flat_yaml(text: str) -> dict[str, Any]:
-    """`{"arch.L_layers": "2", "data.data_paths": ["data/x"], ...}` from YAML text of nested mappings,
-    values as text (libyaml's base loader; bench/collect.py times it over 1000 run directories)."""
-    raw = yaml.load(text, Loader=_YAML_LOADER)
-    if not isinstance(raw, dict):
-        raise yaml.YAMLError(f"expected a mapping of sections, got {type(raw).__name__}") from None
-    return _flatten(raw)
+    """`{"arch.L_layers": "2", "data.data_paths": ["data/x"], ...}` from YAML text of nested mappings.
+
+    Built from libyaml's event stream: about 2x faster than `yaml.load` + flatten with the same C loader,
+    which builds the tree in Python first, and 2.7x faster than CSafeLoader (1000 config.yaml: 0.34 s
+    against 0.66 s and 0.90 s CPU; bench/collect.py: 1.3 s against 2.0 s CPU for 1000 runs, where the
+    target is 2 s). Other shapes go through `yaml.load`.
+    """
+    try:
+        return _flat_from_events(text)
+    except _NotFlat:
+        raw = yaml.load(text, Loader=_YAML_LOADER)
+        if not isinstance(raw, dict):
+            raise yaml.YAMLError(f"expected a mapping of sections, got {type(raw).__name__}") from None
+        return _flatten(raw)
+
+
+def _flat_from_events(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    path: list[str] = []  # the keys leading to the innermost open mapping
+    key: list[str | None] = []  # per open mapping: the key waiting for its value
+    items: list[str] | None = None  # the open sequence (of scalars)
+    documents = 0
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        kind = type(event)
+        if kind is yaml.DocumentStartEvent:
+            documents += 1
+        elif kind is yaml.ScalarEvent:
+            if items is not None:
+                items.append(event.value)
+            elif not key:
+                raise _NotFlat
+            elif key[-1] is None:
+                key[-1] = event.value
+            else:
+                out[".".join([*path, key[-1]])] = event.value  # type: ignore[list-item]
+                key[-1] = None
+        elif kind is yaml.MappingStartEvent:
+            if items is not None or (key and key[-1] is None):
+                raise _NotFlat
+            if key:
+                path.append(key[-1])  # type: ignore[arg-type]
+            elif documents != 1:
+                raise _NotFlat  # several documents: the full loader refuses them by name
+            key.append(None)
+        elif kind is yaml.MappingEndEvent:
+            key.pop()
+            if key:
+                path.pop()
+                key[-1] = None
+        elif kind is yaml.SequenceStartEvent:
+            if items is not None or not key or key[-1] is None:
+                raise _NotFlat
+            items = []
+        elif kind is yaml.SequenceEndEvent:
+            out[".".join([*path, key[-1]])] = items  # type: ignore[list-item]
+            key[-1], items = None, None
+        elif kind is yaml.AliasEvent:
+            raise _NotFlat
+    if documents != 1:
+        raise _NotFlat  # empty, or several documents: the full loader names what is wrong
+    return out
 
 
 def _read_config(path: Path, problems: list[str]) -> dict[str, Any] | None:
