@@ -9,6 +9,6 @@ job.py        TrainJob(run_dir): what runs on the node; requeues on the trainer'
 submit.py     plan (never clobber), freeze configs, submit arrays, cancel
 scheduler.py  batched job states and cancel (sacct/squeue, bjobs, local pids)
 status.py     the per-run table of tools/status.py
-queue.py      the jobs.txt runner of tools/queue.py
+queue.py      the jobs.txt runner of tools/run_queue.py
 collect/      results CSV and plots (tools/collect.py)
 """
