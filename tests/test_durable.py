@@ -191,6 +191,7 @@ def test_latest_skips_torn_folders_and_names_them(tmp_path):
         assert ckpt.latest(root).name == "step-00000020"
 
 
+@pytest.mark.slow
 def test_resume_modes_and_config_changes(sudoku4, tmp_path):
     base = [CONFIG, *TINY, f"data_paths=[{sudoku4}]", f"run.root={tmp_path}", "train.max_steps=4"]
     res = run_trainer([*base, "+run_name=t", "train.resume=true"])
@@ -208,6 +209,7 @@ def test_resume_modes_and_config_changes(sudoku4, tmp_path):
     assert res.returncode == 0 and f"resumed from {path} at step 6" in res.stdout
 
 
+@pytest.mark.slow
 def test_checkpoints_every_few_seconds_not_only_at_evals(sudoku4, tmp_path):
     from trm.train.entry import main
 

@@ -78,7 +78,7 @@ def test_every_encoder_overfits_tiny_tasks_in_both_modes(fill_tasks, tmp_path, e
     assert sum(last) / len(last) > 0.6, last
 
 
-@pytest.mark.parametrize("nproc", [1, 2])
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize(
     "setting", [("original", "recurrent"), ("online", "variational")], ids=["original-recurrent", "online-variational"]
 )
@@ -205,6 +205,7 @@ def test_frozen_decoder_and_encoder_learning_rate(rules, tmp_path):
     assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(0.25 * groups[0]["lr"]) and groups[0]["lr"] > 0
 
 
+@pytest.mark.slow
 def test_held_out_arc_evaluation_with_pass_at_k_and_collapse(tmp_path):
     data = build_arc(tmp_path, make_kaggle(tmp_path / "kaggle"), "--demos-in", "test", "--num-aug", "3")
     assert (

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from trm.hpc.backends.lsf import lsf_quote
 from trm.hpc.profile import LOCAL, load_profile
-from trm.hpc.render import RenderError, ScriptRequest, lsf_quote, render_script, submitit_command
+from trm.hpc.render import RenderError, ScriptRequest, render_script, submitit_command
 from trm.hpc.spec import Resources
 
 REPO = Path(__file__).resolve().parents[1]

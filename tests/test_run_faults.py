@@ -123,6 +123,7 @@ def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
     )
 
 
+@pytest.mark.slow
 def test_a_second_trainer_refuses_naming_the_holder_and_a_requeue_takes_over(sudoku4: Path, tmp_path: Path) -> None:
     args = [
         "trm/configs/quickstart.yaml",

@@ -49,6 +49,7 @@ def _train(sudoku4: Path, root: Path, name: str, *extra: str, env: dict[str, str
     )
 
 
+@pytest.mark.slow
 def test_compiled_recursion_trains_like_eager_and_a_failed_compile_falls_back_loudly(sudoku4, tmp_path):
     eager = _train(sudoku4, tmp_path, "eager")
     compiled = _train(sudoku4, tmp_path, "compiled", "train.compile=true")

@@ -11,6 +11,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 from conftest import TINY, launch_ranks, wait_all
 
 from trm.rundir import EXIT_STOPPED
@@ -32,6 +33,7 @@ def test_term_after_usr2_still_means_stop() -> None:
         watch.restore()
 
 
+@pytest.mark.slow
 def test_term_to_one_rank_stops_both_with_143_and_resume_finishes(sudoku4: Path, tmp_path: Path) -> None:
     args = [
         CONFIG,

@@ -48,6 +48,7 @@ def test_a_short_run_leaves_a_complete_run_directory(sudoku4, tmp_path):
     assert preds["preds"].shape == (10, 16) and preds["labels"].shape == (10, 16)
 
 
+@pytest.mark.slow
 def test_quick_learning_on_4x4_sudoku(sudoku4, tmp_path):
     """Not the 5-minute quick start (bench/quickstart.py measures that): a sign of life in a few seconds."""
     rc = main(

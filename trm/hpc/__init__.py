@@ -3,11 +3,12 @@
 spec.py       jobs/*.yaml -> Sweep[RunSpec] (strict; every run's config validated)
 profile.py    env/*.yaml cluster profiles (scheduler, queues, modules, venv, scratch, limits)
 jobs_file.py  the seeds' jobs.txt queue format
-render.py     job scripts from templates/<scheduler>.sh.j2 (pure, every value shell-quoted)
-backends/     submitit executors: slurm (our script), lsf (a submitit plugin), local
+render.py     job scripts from the backend's template (pure, every value shell-quoted)
+backends/     one class per scheduler in one table (BACKENDS): its submitit executor, template
+              values, state query, cancel and names; slurm, lsf (a submitit plugin), local
 job.py        TrainJob(run_dir): what runs on the node; requeues on the trainer's exit code 75
 submit.py     plan (never clobber), freeze configs, submit arrays, cancel
-scheduler.py  batched job states and cancel (sacct/squeue, bjobs, local pids)
+scheduler.py  batched job states and cancel, answered by the profile's backend
 status.py     the per-run table of tools/status.py
 queue.py      the jobs.txt runner of tools/run_queue.py
 collect/      results CSV and plots (tools/collect.py)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trm.hpc.backends import node_backend, submitit_private
 from trm.rundir import CONFIG, EXIT_REQUEUE, EXIT_STOPPED, SUMMARY, read_json, read_status, start_attempt, update_status
 
 _RESUME_HINT = "resume it with tools/submit.py SPEC --resume"
@@ -55,39 +56,16 @@ def _step(run_dir: Path) -> str:
     return f" at step {step}" if isinstance(step, int) else ""
 
 
-def slurm_stop_kind(job_id: str, restart_count: int) -> str:
-    """Why this SLURM job's tasks got a TERM, from what the controller says about the job:
-
-    - "requeued": preempted with PreemptMode=REQUEUE and no GraceTime; the controller has already
-      counted the restart (`Restarts` above this attempt's SLURM_RESTART_COUNT) and requeues the job.
-    - "preempted": preempted with a GraceTime (`PreemptTime` set); a job that ends within its grace
-      time is not requeued by the controller, so the job requeues itself.
-    - "timeout": the time limit passed before the warning signal did its work (`JobState=TIMEOUT`):
-      the job requeues itself as for a time-out, within the profile's budget.
-    - "cancelled": anything else (scancel, a kill); also when scontrol cannot be asked.
-    """
-    try:
-        out = subprocess.run(
-            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "cancelled"
-    fields = dict(w.split("=", 1) for w in out.split() if "=" in w)
-    if fields.get("JobState") == "TIMEOUT":
-        return "timeout"
-    restarts = fields.get("Restarts", "0")
-    if restarts.isdigit() and int(restarts) > restart_count:
-        return "requeued"
-    if fields.get("PreemptTime", "None") not in ("None", "Unknown", ""):
-        return "preempted"
-    return "cancelled"
+def _restarted() -> bool:
+    """The scheduler restarted this job under the same id (SLURM's requeue keeps the id)."""
+    backend = node_backend()
+    return backend is not None and backend.restart_count() > 0
 
 
 def _stop_kind() -> str:
-    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and os.environ.get("SLURM_JOB_ID"):
-        restart = os.environ.get("SLURM_RESTART_COUNT", "0")
-        return slurm_stop_kind(os.environ["SLURM_JOB_ID"], int(restart) if restart.isdigit() else 0)
-    return "cancelled"  # LSF preempts by suspending (the job stays alive); the local backend never preempts
+    """Why the trainer got a TERM, as the backend of the job this runs in tells (a cancel outside one)."""
+    backend = node_backend()
+    return backend.stop_kind() if backend else "cancelled"
 
 
 def mark_jobs_line(run_dir: Path, code: int) -> None:
@@ -125,7 +103,7 @@ class TrainJob:
         same_job = str(env.job_id) in before.get("job_ids", [])
         preempted = (before.get("state") == "cancelled" and before.get("stopped_job") == str(env.job_id)) or (
             # killed before the trainer could say anything (TERM before its handlers), then requeued
-            before.get("state") == "running" and same_job and os.environ.get("SLURM_RESTART_COUNT", "0") != "0"
+            before.get("state") == "running" and same_job and _restarted()
         )
         start_attempt(
             self.run_dir,
@@ -217,9 +195,10 @@ class TrainJob:
             sys.exit(EXIT_REQUEUE)  # stopped by tools/submit.py --cancel: checkpointed, stays cancelled
         paths = env.paths
         delayed = DelayedSubmission.load(paths.submitted_pickle)
+        timeout_min, timeouts_left = submitit_private.timeout_budget(delayed)
         delay_s = float(os.environ.get("TRM_SIGNAL_DELAY_S", "120"))  # exported by the job script
-        timed_out = timed_out or (not preempted and _timed_out(elapsed_s, delayed._timeout_min, delay_s))
-        countdown = delayed._timeout_countdown - int(timed_out)
+        timed_out = timed_out or (not preempted and _timed_out(elapsed_s, timeout_min, delay_s))
+        countdown = timeouts_left - int(timed_out)
         step = _step(self.run_dir)
         if countdown < 0:
             num = int(status.get("timeouts", 0)) + 1
@@ -231,7 +210,7 @@ class TrainJob:
             mark_jobs_line(self.run_dir, EXIT_REQUEUE)
             raise TrainJobError(message)
         nxt = DelayedSubmission(TrainJob(self.run_dir))
-        nxt.set_timeout(delayed._timeout_min, countdown)
+        nxt.set_timeout(timeout_min, countdown)
         tmp = paths.submitted_pickle.with_name(paths.submitted_pickle.name + ".tmp")
         nxt.dump(tmp)
         os.replace(tmp, paths.submitted_pickle)
@@ -248,7 +227,7 @@ class TrainJob:
             message=message,
         )
         try:
-            env._requeue(countdown)
+            submitit_private.requeue(env, countdown)
         except subprocess.CalledProcessError as e:
             if e.returncode >= 0:  # the scheduler refused (e.g. scontrol on a job that is ending)
                 self._requeue_failed(message, e)

@@ -25,9 +25,8 @@ from typing import Any, Literal
 import yaml
 
 from trm.fields import Mismatch, coerce, field_types
+from trm.hpc.backends import BACKENDS
 from trm.rundir import atomic_write_text
-
-SCHEDULERS = ("slurm", "lsf", "local")
 
 # Names that look like credentials: they must never be written into a job script.
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -41,7 +40,7 @@ class ProfileError(ValueError):
 @dataclass(frozen=True)
 class Profile:
     name: str
-    scheduler: Literal["slurm", "lsf", "local"]
+    scheduler: str  # a name in trm.hpc.backends.BACKENDS
     path: Path | None = None  # None for the built-in "local" profile
     queue: str = ""  # default SLURM partition / LSF queue; empty: the scheduler's default
     queues: tuple[str, ...] = ()  # the queues the cluster has; empty: not checked before submitting
@@ -119,16 +118,19 @@ def _typed(raw: dict[str, Any], key: str, source: str) -> Any:
     try:
         return coerce(raw.get(key), _TYPES[key], strict=True, low=_LOWEST.get(key))
     except Mismatch as e:
-        shown = f"'{key}'" if key == "scheduler" else key
-        raise ProfileError(f"{source}: {shown} must be {e.expected}, got {raw.get(key)!r}") from None
+        raise ProfileError(f"{source}: {key} must be {e.expected}, got {raw.get(key)!r}") from None
 
 
 def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None) -> Profile:
     unknown = sorted(set(raw) - set(_FIELDS))
     if unknown:
         raise ProfileError(f"{source}: unknown key '{unknown[0]}'. Valid keys: {', '.join(sorted(_FIELDS))}")
-    kw: dict[str, Any] = {"scheduler": _typed(raw, "scheduler", source)}
-    kw["name"] = str(raw.get("name") or (path.stem if path else kw["scheduler"]))
+    kw: dict[str, Any] = {}
+    scheduler = raw.get("scheduler")
+    if scheduler not in BACKENDS:
+        raise ProfileError(f"{source}: 'scheduler' must be one of {', '.join(BACKENDS)}, got {scheduler!r}")
+    kw["scheduler"] = scheduler
+    kw["name"] = str(raw.get("name") or (path.stem if path else scheduler))
     for key in ("queues", "modules", "setup", "extra_directives"):
         kw[key] = _typed(raw, key, source) if raw.get(key) is not None else ()
         for item in kw[key]:

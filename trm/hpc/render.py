@@ -1,27 +1,31 @@
-"""Job scripts from `templates/<scheduler>.sh.j2`, through one pure function.
+"""Job scripts from the backend's template (`templates/<scheduler>.sh.j2`), through one pure function.
 
     text = render_script(ScriptRequest(profile, resources, job_name="maze", folder=logs,
                                        command=submitit_command(python, logs), repo_root=repo))
 
-Every `{{ value }}` a template prints is shell-quoted (`shlex.quote`) unless the render code marked it
-`Raw` after building it from quoted parts (the submitit command line, LSF's double-quoted
-directive values). The only text that goes into a script verbatim is what a profile writes as shell
-on purpose (`setup` lines and `extra_directives`). A value with a newline is refused: it would end a
-directive early. Profiles cannot carry secrets (see `trm.hpc.profile`), and nothing from the
-submitting shell's environment is copied into a script.
+Every template gets the values of `_common_context` and the ones its backend adds
+(`Backend.script_context`, e.g. SLURM's memory and log paths, LSF's slots and wall time). Every
+`{{ value }}` a template prints is shell-quoted (`shlex.quote`) unless the render code marked it
+`Raw` after building it from quoted parts (the submitit command line; LSF's double-quoted directive
+values, through the `lsf` filter its backend adds). The only text that goes into a script verbatim
+is what a profile writes as shell on purpose (`setup` lines and `extra_directives`). A value with
+a newline is refused: it would end a directive early. Profiles cannot carry secrets (see
+`trm.hpc.profile`), and nothing from the submitting shell's environment is copied into a script.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import jinja2
 
+from trm.hpc.backends import backend_for
+from trm.hpc.backends.submitit_private import MODULES
 from trm.hpc.profile import Profile
 from trm.hpc.spec import Resources
 from trm.rundir import EXIT_REQUEUE
@@ -47,20 +51,7 @@ def _finalize(value: object) -> str:
     return text if isinstance(value, Raw) else shlex.quote(text)
 
 
-_LSF_BARE = re.compile(r"^[A-Za-z0-9_.,:/%+@-]+$")
-
-
-def lsf_quote(value: object) -> Raw:
-    """An LSF directive value: bare when plain, else in double quotes (as LSF's docs and DTU write)."""
-    text = str(value)
-    if _LSF_BARE.match(text):
-        return Raw(text)
-    if any(c in text for c in '"$`\\\n\r'):
-        raise RenderError(f"cannot write {text!r} into a #BSUB directive (no quotes, $, ` or \\ allowed)")
-    return Raw(f'"{text}"')
-
-
-def _environment() -> jinja2.Environment:
+def _environment(filters: dict[str, Callable[[object], str]]) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         finalize=_finalize,
@@ -71,11 +62,13 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["raw"] = Raw
-    env.filters["lsf"] = lsf_quote
+    env.filters.update(filters)
     return env
 
 
-_ENV = _environment()
+@cache
+def _environment_for(scheduler: str) -> jinja2.Environment:
+    return _environment(backend_for(scheduler).template_filters())
 
 
 def job_python(profile: Profile, repo_root: Path) -> str:
@@ -88,7 +81,7 @@ def job_python(profile: Profile, repo_root: Path) -> str:
 
 def submitit_command(python: str, folder: Path | str) -> str:
     """The line submitit's job side runs (`python -u -m submitit.core._submit FOLDER`); `python` is shell."""
-    return f"{python} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    return f"{python} -u -m {MODULES[0]} {shlex.quote(str(folder))}"
 
 
 @dataclass(frozen=True)
@@ -108,26 +101,35 @@ class ScriptRequest:
     def scheduler(self) -> str:
         return self.profile.scheduler
 
+    @property
+    def parallelism(self) -> int:
+        """How many elements of the array run at once."""
+        return min(self.array_size, self.array_parallelism or self.profile.array_parallelism)
 
-def _hhmm(minutes: int) -> str:
-    return f"{minutes // 60}:{minutes % 60:02d}"
+
+def _check_profile_lines(prof: Profile) -> None:
+    for line in prof.setup + prof.extra_directives:
+        if "\n" in line:
+            raise RenderError(f"profile {prof.name}: setup and extra_directives entries must be one line, got {line!r}")
 
 
-def _context(req: ScriptRequest) -> dict[str, object]:
+def _runs_comment(runs: tuple[str, ...]) -> str:
+    return ", ".join(runs[:8]) + (f", ... ({len(runs)} runs)" if len(runs) > 8 else "")
+
+
+def _common_context(req: ScriptRequest) -> dict[str, object]:
+    """What every template prints: the job, the resources, the warning signal, the environment."""
     prof, res = req.profile, req.resources
-    folder = str(req.folder)
-    ntasks = res.ntasks_per_node
-    parallelism = min(req.array_size, req.array_parallelism or prof.array_parallelism)
     venv = prof.venv_path(req.repo_root)
-    ctx: dict[str, object] = {
+    return {
         "req": req,
         "profile": prof,
         "res": res,
         "job_name": req.job_name,
         "sweep": req.sweep or req.job_name,
-        "runs": ", ".join(req.runs[:8]) + (f", ... ({len(req.runs)} runs)" if len(req.runs) > 8 else ""),
+        "runs": _runs_comment(req.runs),
         "queue": res.queue or prof.queue,
-        "ntasks": ntasks,
+        "ntasks": res.ntasks_per_node,
         "time_min": res.time_min,
         "signal": PREEMPT_SIGNAL,
         "signal_delay_s": prof.signal_delay_s,
@@ -142,41 +144,13 @@ def _context(req: ScriptRequest) -> dict[str, object]:
         "repo_root": str(req.repo_root),
         "command": Raw(req.command),
         "array_size": req.array_size,
-        "array_parallelism": parallelism,
+        "array_parallelism": req.parallelism,
     }
-    for line in prof.setup + prof.extra_directives:
-        if "\n" in line:
-            raise RenderError(f"profile {prof.name}: setup and extra_directives entries must be one line, got {line!r}")
-    if prof.scheduler == "slurm":
-        tag = "%A_%a" if req.array_size else "%j"
-        ctx.update(
-            stdout=f"{folder}/{tag}_0_log.out",
-            stderr=f"{folder}/{tag}_0_log.err",
-            task_stdout=f"{folder}/{tag}_%t_log.out",
-            task_stderr=f"{folder}/{tag}_%t_log.err",
-            mem=(f"{int(res.mem_gb)}G" if res.mem_gb == int(res.mem_gb) else f"{math.ceil(res.mem_gb * 1024)}M"),
-            array=f"0-{req.array_size - 1}%{parallelism}" if req.array_size else "",
-        )
-    elif prof.scheduler == "lsf":
-        slots = res.cpus_per_task * ntasks
-        mem_gb = res.mem_gb / slots if prof.mem_per_slot else res.mem_gb
-        tag = "%J_%I" if req.array_size else "%J"
-        ctx.update(
-            lsf_job_name=(f"{req.job_name}[1-{req.array_size}]%{parallelism}" if req.array_size else req.job_name),
-            slots=slots,
-            rusage=f"rusage[mem={max(1, math.ceil(mem_gb))}GB]",
-            gpu=f"num={res.gpus_per_node}:mode={prof.gpu_mode}" if res.gpus_per_node else "",
-            walltime=_hhmm(res.time_min),
-            warning_min=max(1, math.ceil(prof.signal_delay_s / 60)),
-            stdout=f"{folder}/{tag}_0_log.out",
-            stderr=f"{folder}/{tag}_0_log.err",
-            # per-task logs of ranks >= 1, named as submitit's JobPaths expects ("<id>[_<index>]_<task>")
-            task_log_prefix=Raw(shlex.quote(folder + "/") + '"${LSB_JOBID}${TRM_LSF_INDEX_TAG}_${t}_log"'),
-        )
-    return ctx
 
 
 def render_script(req: ScriptRequest) -> str:
-    """The whole job script for `req.profile.scheduler` (slurm, lsf or local)."""
-    template = _ENV.get_template(f"{req.scheduler}.sh.j2")
-    return template.render(**_context(req))
+    """The whole job script for `req.profile.scheduler`, from its backend's template."""
+    _check_profile_lines(req.profile)
+    backend = backend_for(req.scheduler)
+    context = {**_common_context(req), **backend.script_context(req)}
+    return _environment_for(req.scheduler).get_template(backend.template).render(**context)

@@ -33,12 +33,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from trm.config import Config, ConfigError, canonical_key, check_runnable, load_config
 from trm.fields import Mismatch, coerce, field_types, positive_number
+from trm.hpc.backends import backend_for
 from trm.hpc.profile import Profile, ProfileError, load_profile
 from trm.rundir import DEFAULT_METRIC, resolve_runs_root
 
@@ -274,7 +275,7 @@ def _resources(raw: Any, where: str, profile: Profile) -> Resources:
 
 def check_resources(res: Resources, where: str, profile: Profile) -> Resources:
     """What holds for the whole request on `profile`'s scheduler."""
-    if profile.scheduler in ("lsf", "local") and res.nodes != 1:
+    if not backend_for(profile.scheduler).multi_node and res.nodes != 1:
         raise SpecError(
             f"{where}: nodes={res.nodes}, but the {profile.scheduler} backend runs single-node "
             f"jobs only (ranks are spread over the GPUs of one host)"
@@ -308,6 +309,105 @@ def _grid_runs(raw: Any, where: str) -> list[tuple[str, dict[str, str]]]:
     return runs
 
 
+class _Entry(NamedTuple):
+    """One run as the spec lists it (from `runs:` or `grid:`), before its config is resolved."""
+
+    name: str
+    where: str
+    overrides: dict[str, str]
+    expected: dict[str, float]
+    expected_delta: dict[str, float]
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError(f"sweep spec '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: not valid UTF-8 YAML: {e}") from None
+    raw = _mapping(raw, str(path))
+    _check_keys(raw, SPEC_KEYS, str(path))
+    return raw
+
+
+def _base_config(raw: dict[str, Any], where: str, repo_root: Path) -> Path:
+    if not isinstance(raw.get("config"), str):
+        raise SpecError(f"{where}: config must name the base config file, e.g. trm/configs/maze.yaml")
+    config_path = Path(raw["config"])
+    config_path = config_path if config_path.is_absolute() else repo_root / config_path
+    if not config_path.is_file():
+        raise SpecError(f"{where}: config '{raw['config']}' does not exist (looked at {config_path})")
+    return config_path
+
+
+def _listed_runs(raw: dict[str, Any], where: str) -> list[_Entry]:
+    runs_raw = raw.get("runs") or []
+    if not isinstance(runs_raw, list):
+        raise SpecError(f"{where}: runs must be a list of runs (each with a name), got {runs_raw!r}")
+    entries = []
+    for i, item in enumerate(runs_raw):
+        rwhere = f"{where}: runs[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        item = _mapping(item, rwhere)
+        _check_keys(item, RUN_KEYS, rwhere)
+        entries.append(
+            _Entry(
+                check_name(item.get("name"), f"{rwhere}: name"),
+                rwhere,
+                _overrides(item.get("overrides"), f"{rwhere}: overrides"),
+                _metrics(item.get("expected"), f"{rwhere}: expected"),
+                _metrics(item.get("expected_delta"), f"{rwhere}: expected_delta"),
+            )
+        )
+    return entries
+
+
+def _entries(raw: dict[str, Any], where: str) -> list[_Entry]:
+    """The listed runs, then the grid's; at least one, names unique."""
+    entries = _listed_runs(raw, where)
+    for gname, gover in _grid_runs(raw.get("grid"), f"{where}: grid"):
+        gwhere = f"{where}: grid run '{gname}'"
+        entries.append(_Entry(check_name(gname, gwhere), gwhere, gover, {}, {}))
+    if not entries:
+        raise SpecError(f"{where}: no runs; add a `runs:` list and/or a `grid:`")
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if entry.name in seen:
+            raise SpecError(
+                f"{entry.where}: run name '{entry.name}' is used twice (also by {seen[entry.name]}); "
+                f"run names must be unique within a sweep"
+            )
+        seen[entry.name] = entry.where
+    return entries
+
+
+def _baseline_and_metric(raw: dict[str, Any], where: str, entries: list[_Entry]) -> tuple[str | None, str]:
+    names = [e.name for e in entries]
+    baseline = raw.get("baseline")
+    if baseline is not None and baseline not in names:
+        raise SpecError(f"{where}: baseline '{baseline}' is not one of the runs: {', '.join(names)}")
+    metric = raw.get("metric", DEFAULT_METRIC)
+    if not isinstance(metric, str) or not metric:
+        raise SpecError(f"{where}: metric must be a metric name such as {DEFAULT_METRIC}, got {metric!r}")
+    return baseline, metric
+
+
+def _resolved_run(entry: _Entry, common: dict[str, str], run_dir: Path, config_path: Path, baseline: bool) -> RunSpec:
+    """The run with its config loaded and checked as the trainer would on the node."""
+    if entry.expected_delta and not baseline:
+        raise SpecError(f"{entry.where}: expected_delta needs a `baseline:` run to be relative to")
+    overrides = {**common, **entry.overrides}
+    run = RunSpec(entry.name, overrides, Config(), entry.expected, entry.expected_delta, run_dir, config_path)
+    try:
+        run.config = load_config(config_path, run.train_argv()[1:])
+        check_runnable(run.config)  # what the trainer would refuse on the node
+    except ConfigError as e:
+        raise SpecError(f"{entry.where} (run '{entry.name}'): invalid config: {e}") from None
+    return run
+
+
 def load_sweep(path: str | Path, runs_root: str | Path | None = None, profile: str | Path | None = None) -> Sweep:
     """Load and validate a sweep spec.
 
@@ -316,14 +416,7 @@ def load_sweep(path: str | Path, runs_root: str | Path | None = None, profile: s
     """
     path = Path(path).resolve()
     where = str(path)
-    if not path.is_file():
-        raise SpecError(f"sweep spec '{path}' does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise SpecError(f"{where}: not valid UTF-8 YAML: {e}") from None
-    raw = _mapping(raw, where)
-    _check_keys(raw, SPEC_KEYS, where)
+    raw = _read_spec(path)
     repo_root = find_repo_root(path.parent)
     name = check_name(raw.get("name"), f"{where}: name")
 
@@ -332,70 +425,12 @@ def load_sweep(path: str | Path, runs_root: str | Path | None = None, profile: s
     except ProfileError as e:
         raise SpecError(f"{where}: profile: {e}") from None
     resources = _resources(raw.get("resources"), f"{where}: resources", prof)
-
-    if not isinstance(raw.get("config"), str):
-        raise SpecError(f"{where}: config must name the base config file, e.g. trm/configs/maze.yaml")
-    config_path = Path(raw["config"])
-    config_path = config_path if config_path.is_absolute() else repo_root / config_path
-    if not config_path.is_file():
-        raise SpecError(f"{where}: config '{raw['config']}' does not exist (looked at {config_path})")
+    config_path = _base_config(raw, where, repo_root)
     common = _overrides(raw.get("overrides"), f"{where}: overrides")
 
     root = resolve_runs_root(runs_root, prof.runs_root)
-    entries: list[tuple[str, str, dict[str, str], dict[str, float], dict[str, float]]] = []
-    runs_raw = raw.get("runs") or []
-    if not isinstance(runs_raw, list):
-        raise SpecError(f"{where}: runs must be a list of runs (each with a name), got {runs_raw!r}")
-    for i, item in enumerate(runs_raw):
-        rwhere = f"{where}: runs[{i}]"
-        if isinstance(item, str):
-            item = {"name": item}
-        item = _mapping(item, rwhere)
-        _check_keys(item, RUN_KEYS, rwhere)
-        rname = check_name(item.get("name"), f"{rwhere}: name")
-        entries.append(
-            (
-                rname,
-                rwhere,
-                _overrides(item.get("overrides"), f"{rwhere}: overrides"),
-                _metrics(item.get("expected"), f"{rwhere}: expected"),
-                _metrics(item.get("expected_delta"), f"{rwhere}: expected_delta"),
-            )
-        )
-    for gname, gover in _grid_runs(raw.get("grid"), f"{where}: grid"):
-        gwhere = f"{where}: grid run '{gname}'"
-        entries.append((check_name(gname, gwhere), gwhere, gover, {}, {}))
-    if not entries:
-        raise SpecError(f"{where}: no runs; add a `runs:` list and/or a `grid:`")
-
-    seen: dict[str, str] = {}
-    for rname, rwhere, *_ in entries:
-        if rname in seen:
-            raise SpecError(
-                f"{rwhere}: run name '{rname}' is used twice (also by {seen[rname]}); "
-                f"run names must be unique within a sweep"
-            )
-        seen[rname] = rwhere
-
-    baseline = raw.get("baseline")
-    if baseline is not None and baseline not in seen:
-        raise SpecError(f"{where}: baseline '{baseline}' is not one of the runs: {', '.join(seen)}")
-    metric = raw.get("metric", DEFAULT_METRIC)
-    if not isinstance(metric, str) or not metric:
-        raise SpecError(f"{where}: metric must be a metric name such as {DEFAULT_METRIC}, got {metric!r}")
-
-    runs: list[RunSpec] = []
-    for rname, rwhere, rover, expected, expected_delta in entries:
-        if expected_delta and baseline is None:
-            raise SpecError(f"{rwhere}: expected_delta needs a `baseline:` run to be relative to")
-        overrides = {**common, **rover}
-        run_dir = root / name / rname
-        run = RunSpec(rname, overrides, Config(), expected, expected_delta, run_dir, config_path)
-        try:
-            run.config = load_config(config_path, run.train_argv()[1:])
-            check_runnable(run.config)  # what the trainer would refuse on the node
-        except ConfigError as e:
-            raise SpecError(f"{rwhere} (run '{rname}'): invalid config: {e}") from None
-        runs.append(run)
+    entries = _entries(raw, where)
+    baseline, metric = _baseline_and_metric(raw, where, entries)
+    runs = [_resolved_run(e, common, root / name / e.name, config_path, baseline is not None) for e in entries]
     description = raw.get("description") or ""
     return Sweep(name, path, runs, baseline, metric, resources, prof, root, config_path, repo_root, str(description))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trm.hpc.backends import UnknownSchedulerError
 from trm.hpc.profile import Profile
 from trm.hpc.scheduler import ALIVE, SchedulerError, job_states
 from trm.hpc.spec import SpecError, Sweep
@@ -77,10 +78,9 @@ def _live_states(sweep: Sweep, statuses: dict[str, dict[str, Any]], live: dict[s
     states: dict[str, str] = {}
     notes = []
     for scheduler, jobs in by_scheduler.items():
-        profile = sweep.profile if scheduler == sweep.profile.scheduler else Profile(scheduler, scheduler)  # type: ignore[arg-type]
         try:
-            states.update(job_states(profile, jobs))
-        except SchedulerError as e:
+            states.update(job_states(scheduler, jobs))
+        except (SchedulerError, UnknownSchedulerError) as e:
             notes.append(f"scheduler not asked: {e}")
     return states, "; ".join(notes)
 
@@ -145,7 +145,6 @@ def _dead_runs_failed(sweep: Sweep, rows: list[RunRow], sched: dict[str, str]) -
 def folder_sweep(folder: Path, profile: Profile | None = None) -> Sweep:
     """A `runs/<sweep>/` folder or one run folder as a sweep of the run directories in it (no spec)."""
     from trm.config import Config
-    from trm.hpc.profile import LOCAL
     from trm.hpc.spec import Resources, RunSpec
 
     folder = Path(folder).resolve()
@@ -159,7 +158,7 @@ def folder_sweep(folder: Path, profile: Profile | None = None) -> Sweep:
     root = run_dirs[0].parent
     if profile is None:  # the scheduler the runs went to, as their status.json says
         scheduler = next((s for s in (read_status(p).get("scheduler") for p in run_dirs) if s), "local")
-        profile = LOCAL if scheduler == "local" else Profile(scheduler, scheduler)  # type: ignore[arg-type]
+        profile = Profile(name=scheduler, scheduler=scheduler, venv="")  # only its scheduler is asked
     return Sweep(root.name, folder, runs, None, DEFAULT_METRIC, Resources(), profile, root.parent)
 
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trm.config import ConfigError, frozen_config_diff, to_yaml
+from trm.hpc.backends import backend_for, make_executor
 from trm.hpc.job import TrainJob
 from trm.hpc.profile import protect_dir, write_private
 from trm.hpc.render import ScriptRequest, job_python, render_script, submitit_command
@@ -39,7 +41,6 @@ from trm.rundir import (
 )
 
 EXISTING = ("refuse", "skip", "resume")
-_SUFFIX = {"slurm": "sbatch", "lsf": "bsub", "local": "sh"}
 
 
 class SubmitError(RuntimeError):
@@ -162,9 +163,10 @@ def dry_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     folder = logs_dir(sweep)
     command = submitit_command(python or job_python(sweep.profile, sweep.repo_root), folder)
-    prof, ext = sweep.profile, _SUFFIX[sweep.profile.scheduler]
+    prof, backend = sweep.profile, backend_for(sweep.profile.scheduler)
+    ext = backend.script_suffix
     written = []
-    if array and prof.scheduler != "local" and len(runs) > 1:
+    if array and backend.arrays and len(runs) > 1:
         groups = _chunks(runs, prof.array_limit)
         for i, chunk in enumerate(groups):
             req = ScriptRequest(
@@ -269,6 +271,42 @@ def _record(run: RunSpec, job) -> None:  # noqa: ANN001 (a submitit Job)
     update_status(run.run_dir, add_job_id=job.job_id, add_log_path=str(job.paths.stdout))
 
 
+@dataclass
+class _Submission:
+    """The runs one submit_sweep call sends out, and how to take back the ones that did not go."""
+
+    sweep: Sweep
+    todo: list[RunSpec]
+    result: SubmitResult
+    folder: Path  # submitit's folder: scripts, pickles, logs
+    folder_existed: bool
+    before: set[Path]  # the folder's files before this call
+    undo: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+    def executor(self, python: str | None) -> Any:
+        sweep = self.sweep
+        return make_executor(sweep.profile, self.folder, sweep.resources, sweep.repo_root, sweep.name, python)
+
+    def record(self, run: RunSpec, job: Any) -> None:
+        _record(run, job)
+        self.result.submitted[run.name] = job.job_id
+
+    def refused(self, chunk: list[RunSpec], error: Exception) -> SubmitError:
+        """Undo every run that did not go out and say which did."""
+        submitted = self.result.submitted
+        for run in self.todo:
+            if run.name not in submitted:
+                self.undo[run.name]()
+        _remove_leftovers(self.folder, self.before, self.folder_existed, keep=submitted.values())
+        names = ", ".join(r.name for r in chunk)
+        done = ", ".join(f"{k} ({v})" for k, v in submitted.items()) or "none"
+        return SubmitError(
+            f"sweep {self.sweep.name}: the scheduler refused run(s) {names}:\n{error}\n"
+            f"Already submitted: {done}. Not submitted: "
+            f"{', '.join(r.name for r in self.todo if r.name not in submitted)}."
+        )
+
+
 def submit_sweep(
     sweep: Sweep,
     runs: list[RunSpec] | None = None,
@@ -278,8 +316,6 @@ def submit_sweep(
     python: str | None = None,
     say: Callable[[str], None] = print,
 ) -> SubmitResult:
-    from trm.hpc.backends import make_executor
-
     runs = list(sweep.runs if runs is None else runs)
     check_ranks(sweep, runs)
     todo, skipped = plan(sweep, runs, existing)
@@ -291,58 +327,48 @@ def submit_sweep(
     if data_check:
         check_datasets(sweep, todo)
     folder = protect_dir(logs_dir(sweep), sweep.profile)  # scripts and logs: owner (or group) only
-    prof = sweep.profile
-    folder_existed = folder.exists()
-    before = _files(folder)
-    undo = {run.name: _prepare(run, prof.scheduler, _jobs_file(sweep)) for run in todo}
-
-    def failed_submission(chunk: list[RunSpec], error: Exception) -> SubmitError:
-        for run in todo:
-            if run.name not in result.submitted:
-                undo[run.name]()
-        _remove_leftovers(folder, before, folder_existed, keep=result.submitted.values())
-        names = ", ".join(r.name for r in chunk)
-        done = ", ".join(f"{k} ({v})" for k, v in result.submitted.items()) or "none"
-        return SubmitError(
-            f"sweep {sweep.name}: the scheduler refused run(s) {names}:\n{error}\n"
-            f"Already submitted: {done}. Not submitted: "
-            f"{', '.join(r.name for r in todo if r.name not in result.submitted)}."
-        )
-
-    if prof.scheduler == "local":
+    sub = _Submission(sweep, todo, result, folder, folder.exists(), _files(folder))
+    sub.undo = {run.name: _prepare(run, sweep.profile.scheduler, _jobs_file(sweep)) for run in todo}
+    if backend_for(sweep.profile.scheduler).foreground:
         return _run_locally(sweep, todo, result, python, say)
     if array and len(todo) > 1:
-        for chunk in _chunks(todo, prof.array_limit):
-            executor = make_executor(prof, folder, sweep.resources, sweep.repo_root, sweep.name, python)
-            try:
-                with executor.batch():
-                    jobs = [executor.submit(job_for(sweep, r)) for r in chunk]
-            except Exception as e:  # submitit raises FailedJobError with the scheduler's own message
-                raise failed_submission(chunk, e) from None
-            for run, job in zip(chunk, jobs):
-                _record(run, job)
-                result.submitted[run.name] = job.job_id
-            say(f"submitted {len(chunk)} run(s) of {sweep.name} as array job {jobs[0].job_id.split('_')[0]}")
+        _submit_arrays(sub, python, say)
     else:
-        executor = make_executor(prof, folder, sweep.resources, sweep.repo_root, sweep.name, python)
-        for run in todo:
-            executor.update_parameters(job_name=f"{sweep.name}.{run.name}")
-            try:
-                job = executor.submit(job_for(sweep, run))
-            except Exception as e:
-                raise failed_submission([run], e) from None
-            _record(run, job)
-            result.submitted[run.name] = job.job_id
-            say(f"submitted {run.name} as job {job.job_id} (log {job.paths.stdout})")
+        _submit_each(sub, python, say)
     return result
+
+
+def _submit_arrays(sub: _Submission, python: str | None, say: Callable[[str], None]) -> None:
+    """One array job per chunk of the profile's `array_limit` runs."""
+    for chunk in _chunks(sub.todo, sub.sweep.profile.array_limit):
+        executor = sub.executor(python)
+        try:
+            with executor.batch():
+                jobs = [executor.submit(job_for(sub.sweep, r)) for r in chunk]
+        except Exception as e:  # submitit raises FailedJobError with the scheduler's own message
+            raise sub.refused(chunk, e) from None
+        for run, job in zip(chunk, jobs):
+            sub.record(run, job)
+        say(f"submitted {len(chunk)} run(s) of {sub.sweep.name} as array job {jobs[0].job_id.split('_')[0]}")
+
+
+def _submit_each(sub: _Submission, python: str | None, say: Callable[[str], None]) -> None:
+    """One job per run, each named <sweep>.<run>."""
+    executor = sub.executor(python)
+    for run in sub.todo:
+        executor.update_parameters(job_name=f"{sub.sweep.name}.{run.name}")
+        try:
+            job = executor.submit(job_for(sub.sweep, run))
+        except Exception as e:
+            raise sub.refused([run], e) from None
+        sub.record(run, job)
+        say(f"submitted {run.name} as job {job.job_id} (log {job.paths.stdout})")
 
 
 def _run_locally(
     sweep: Sweep, todo: list[RunSpec], result: SubmitResult, python: str | None, say: Callable[[str], None]
 ) -> SubmitResult:
     """No scheduler: one run after the other through submitit's local executor, in the foreground."""
-    from trm.hpc.backends import make_executor
-
     for i, run in enumerate(todo, 1):
         executor = make_executor(
             sweep.profile,

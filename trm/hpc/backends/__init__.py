@@ -1,15 +1,53 @@
-"""Scheduler backends: SLURM (submitit), LSF (our submitit plugin) and the local machine.
+"""Scheduler backends: one class per scheduler (SLURM, LSF, local), registered in `BACKENDS`.
 
-executor = make_executor(profile, folder, resources, repo_root, job_name)
+    backend = backend_for(profile.scheduler)
+    executor = make_executor(profile, folder, resources, repo_root, job_name)   # = backend.executor(...)
+
+The table names the module and class of each backend (as submitit's plugin entry points do): a
+module is imported the first time its backend is asked for, so that this package can be imported by
+the modules the backends themselves build on (profile, spec, render) without a cycle, and loading a
+spec does not import submitit. Adding a scheduler: a `Backend` subclass (trm/hpc/backends/base.py)
+in a new module, one line here, one template in templates/ (docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trm.hpc.profile import Profile
-from trm.hpc.spec import Resources
+if TYPE_CHECKING:
+    from trm.hpc.backends.base import Backend
+    from trm.hpc.profile import Profile
+    from trm.hpc.spec import Resources
+
+BACKENDS: dict[str, str] = {
+    "slurm": "trm.hpc.backends.slurm:SlurmBackend",
+    "lsf": "trm.hpc.backends.lsf:LsfBackend",
+    "local": "trm.hpc.backends.local:LocalBackend",
+}
+
+
+class UnknownSchedulerError(ValueError):
+    """A scheduler name no backend is registered for."""
+
+
+@cache
+def backend_for(scheduler: str) -> Backend:
+    """The backend registered as `scheduler` (a profile's `scheduler:`, a run's status.json)."""
+    if scheduler not in BACKENDS:
+        raise UnknownSchedulerError(f"unknown scheduler {scheduler!r}; the backends are: {', '.join(BACKENDS)}")
+    module, _, cls = BACKENDS[scheduler].partition(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def node_backend() -> Backend | None:
+    """On a node: the backend of the job this process runs in (the job script exports
+    SUBMITIT_EXECUTOR), or None outside one (submitit's debug executor, a plain process)."""
+    name = os.environ.get("SUBMITIT_EXECUTOR", "")
+    return backend_for(name) if name in BACKENDS else None
 
 
 def make_executor(
@@ -21,10 +59,4 @@ def make_executor(
     python: str | None = None,
 ) -> Any:
     """A submitit executor for `profile.scheduler` whose scripts come from templates/."""
-    if profile.scheduler == "slurm":
-        from trm.hpc.backends import slurm as backend
-    elif profile.scheduler == "lsf":
-        from trm.hpc.backends import lsf as backend  # type: ignore[no-redef]
-    else:
-        from trm.hpc.backends import local as backend  # type: ignore[no-redef]
-    return backend.executor_for(folder, profile, resources, repo_root, job_name, python)
+    return backend_for(profile.scheduler).executor(profile, folder, resources, repo_root, job_name, python)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from submitit.core import core, utils
 
+from trm.hpc.backends import submitit_private
+
 
 def submit_array(
     executor: tp.Any,
@@ -29,10 +31,9 @@ def submit_array(
         d.set_timeout(executor.parameters["time"], executor.max_num_timeout)
         d.dump(path)
         pickles.append(path)
-    executor._throttle()
     executor.parameters["map_count"] = len(delayed)
     try:
-        first = executor._submit_command(executor._submitit_command_str)
+        first = submitit_private.submit_now(executor)
     finally:
         executor.parameters.pop("map_count")
     jobs = [make_job(first, i) for i in range(len(delayed))]

@@ -1,18 +1,21 @@
 """No scheduler: submitit's local executor, each task running the script of templates/local.sh.j2.
 
-    executor = executor_for(folder, profile, resources, repo_root, job_name="quickstart.baseline")
+    executor = backend_for("local").executor(profile, folder, resources, repo_root, job_name="quickstart.baseline")
     job = executor.submit(TrainJob(run_dir))        # a detached controller process; job id = its pid
 
 The controller starts one process per task (ranks from SUBMITIT_LOCAL_*), sends USR2 before the
 time limit and restarts the tasks when rank 0 exits with submitit's requeue code (the trainer
 checkpointed). Jobs run one after another or side by side, as many as are submitted: on a laptop,
 submit a sweep as one job after the other with `tools/submit.py --sequential` or use tools/run_queue.py.
+A job's state is its controller process's: running while it lives, completed once it is gone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
+import signal
 import typing as tp
 import uuid
 from pathlib import Path
@@ -20,9 +23,42 @@ from pathlib import Path
 from submitit.core import utils
 from submitit.local.local import LocalExecutor, LocalJob, start_controller
 
-from trm.hpc.profile import Profile
+from trm.hpc.backends.base import Backend
 from trm.hpc.render import ScriptRequest, render_script
-from trm.hpc.spec import Resources
+
+
+class LocalBackend(Backend):
+    name = "local"
+    display_name = "local"
+    template = "local.sh.j2"
+    script_suffix = "sh"
+    job_id_env = "SUBMITIT_LOCAL_JOB_ID"
+    arrays = False
+    foreground = True
+
+    def new_executor(self, request: ScriptRequest, python: str) -> TrmLocalExecutor:
+        return TrmLocalExecutor(request.folder, request, max_num_timeout=request.profile.max_num_timeout, python=python)
+
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        out = {}
+        for j in job_ids:
+            try:
+                with open(f"/proc/{int(j)}/stat") as f:
+                    zombie = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+                out[j] = "COMPLETED" if zombie else "RUNNING"
+            except (OSError, ValueError, IndexError):
+                out[j] = "COMPLETED"  # the controller is gone: the job ended (its result or status says how)
+        return out
+
+    def cancel(self, job_ids: list[str]) -> str:
+        for j in job_ids:
+            try:
+                # submitit's local controller forwards TERM to its tasks (a cancel: the trainer
+                # checkpoints and stops) and then ends; INT would kill them a second later.
+                os.kill(int(j), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+        return ""
 
 
 class TrmLocalExecutor(LocalExecutor):
@@ -69,18 +105,3 @@ class TrmLocalExecutor(LocalExecutor):
         job.paths.submission_file.unlink(missing_ok=True)
         job.paths.submission_file.symlink_to(script)
         return job
-
-
-def executor_for(
-    folder: Path,
-    profile: Profile,
-    resources: Resources,
-    repo_root: Path,
-    job_name: str,
-    python: str | None = None,
-) -> TrmLocalExecutor:
-    from trm.hpc.render import job_python
-
-    python = python or job_python(profile, repo_root)
-    request = ScriptRequest(profile, resources, job_name, folder, "", repo_root)
-    return TrmLocalExecutor(folder, request, max_num_timeout=profile.max_num_timeout, python=python)

@@ -1,4 +1,4 @@
-"""IBM Spectrum LSF as a submitit plugin: executor, job, info watcher and job environment.
+"""IBM Spectrum LSF as a submitit plugin: backend, executor, job, info watcher and job environment.
 
     executor = LsfExecutor("runs/maze/logs", profile=load_profile("env/dtu-lsf.yaml"))
     executor.update_parameters(name="maze.baseline", timeout_min=1440, gpus_per_node=1, queue="gpuv100")
@@ -15,8 +15,10 @@ count as alive, and an id LSF has purged ("Job <id> is not found") does not blan
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,9 +28,18 @@ from pathlib import Path
 
 from submitit.core import core, job_environment, utils
 
+from trm.hpc.backends import submitit_private
 from trm.hpc.backends.arrays import submit_array
+from trm.hpc.backends.base import Backend
 from trm.hpc.profile import Profile
-from trm.hpc.render import ScriptRequest, render_script
+from trm.hpc.render import (
+    Raw,
+    RenderError,
+    ScriptRequest,
+    job_python,
+    render_script,
+    submitit_command,
+)
 from trm.hpc.scheduler import ALIVE
 from trm.hpc.spec import Resources
 from trm.rundir import EXIT_REQUEUE
@@ -53,6 +64,7 @@ BJOBS_FORMAT = "jobid jobindex stat exit_code delimiter='|'"
 _NOT_FOUND = re.compile(r"Job <(\d+)(?:\[(\d+)\])?> is not found")
 _SUBMITTED = re.compile(r"Job <(\d+)> is submitted to (?:default )?queue <([^>]*)>")
 DEFAULT_PROFILE = Profile(name="lsf", scheduler="lsf", venv="")
+_LSF_BARE = re.compile(r"^[A-Za-z0-9_.,:/%+@-]+$")
 
 
 def lsf_job_ref(job_id: str) -> str:
@@ -61,9 +73,92 @@ def lsf_job_ref(job_id: str) -> str:
     return f"{base}[{index}]" if index else base
 
 
+def lsf_quote(value: object) -> Raw:
+    """An LSF directive value: bare when plain, else in double quotes (as LSF's docs and DTU write)."""
+    text = str(value)
+    if _LSF_BARE.match(text):
+        return Raw(text)
+    if any(c in text for c in '"$`\\\n\r'):
+        raise RenderError(f"cannot write {text!r} into a #BSUB directive (no quotes, $, ` or \\ allowed)")
+    return Raw(f'"{text}"')
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+class LsfBackend(Backend):
+    name = "lsf"
+    display_name = "LSF"
+    template = "lsf.sh.j2"
+    script_suffix = "bsub"
+    job_id_env = "LSB_JOBID"
+    array_index_env = "LSB_JOBINDEX"
+    cancel_command = "bkill"
+    requeue_command = "brequeue"  # from the node, when the profile's lsf_requeue says so (else exit 75 + -Q)
+
+    def new_executor(self, request: ScriptRequest, python: str) -> LsfExecutor:
+        prof, res = request.profile, request.resources
+        ex = LsfExecutor(
+            request.folder,
+            max_num_timeout=prof.max_num_timeout,
+            python=python,
+            profile=prof,
+            repo_root=request.repo_root,
+        )
+        ex.update_parameters(
+            job_name=request.job_name,
+            time=res.time_min,
+            tasks_per_node=res.ntasks_per_node,
+            cpus_per_task=res.cpus_per_task,
+            gpus_per_node=res.gpus_per_node,
+            mem_gb=res.mem_gb,
+            queue=res.queue,
+            array_parallelism=prof.array_parallelism,
+        )
+        return ex
+
+    def template_filters(self) -> dict[str, tp.Callable[[object], str]]:
+        return {"lsf": lsf_quote}
+
+    def script_context(self, req: ScriptRequest) -> dict[str, object]:
+        prof, res, folder = req.profile, req.resources, str(req.folder)
+        slots = res.cpus_per_task * res.ntasks_per_node
+        mem_gb = res.mem_gb / slots if prof.mem_per_slot else res.mem_gb
+        tag = "%J_%I" if req.array_size else "%J"
+        array = f"[1-{req.array_size}]%{req.parallelism}" if req.array_size else ""
+        return {
+            "lsf_job_name": req.job_name + array,
+            "slots": slots,
+            "rusage": f"rusage[mem={max(1, math.ceil(mem_gb))}GB]",
+            "gpu": f"num={res.gpus_per_node}:mode={prof.gpu_mode}" if res.gpus_per_node else "",
+            "walltime": _hhmm(res.time_min),
+            "warning_min": max(1, math.ceil(prof.signal_delay_s / 60)),
+            "stdout": f"{folder}/{tag}_0_log.out",
+            "stderr": f"{folder}/{tag}_0_log.err",
+            # per-task logs of ranks >= 1, named as submitit's JobPaths expects ("<id>[_<index>]_<task>")
+            "task_log_prefix": Raw(
+                shlex.quote(folder + "/") + f'"${{{self.job_id_env}}}${{TRM_LSF_INDEX_TAG}}_${{t}}_log"'
+            ),
+        }
+
+    def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        parents = sorted({j.split("_")[0] for j in job_ids})
+        proc = self.run(["bjobs", "-o", BJOBS_FORMAT, "-noheader", *parents])
+        info = LsfInfoWatcher().read_info(proc.stdout)
+        gone = {m[1] for m in _NOT_FOUND.finditer(proc.stderr + proc.stdout)}
+        out = {j: info[j]["State"] for j in job_ids if j in info}
+        out.update({j: "PURGED" for j in job_ids if j not in out and j.split("_")[0] in gone})
+        return out
+
+    def cancel(self, job_ids: list[str]) -> str:
+        proc = self.run([self.cancel_command, *(lsf_job_ref(j) for j in job_ids)])
+        return (proc.stdout + proc.stderr).strip()
+
+
 class LsfInfoWatcher(core.InfoWatcher):
     def _make_command(self) -> list[str] | None:
-        to_check = sorted({x.split("_")[0] for x in self._registered - self._finished})
+        to_check = sorted({x.split("_")[0] for x in submitit_private.unfinished_ids(self)})
         if not to_check:
             return None
         return ["bjobs", "-o", BJOBS_FORMAT, "-noheader", *to_check]
@@ -74,22 +169,21 @@ class LsfInfoWatcher(core.InfoWatcher):
         command = self._make_command()
         if command is None:
             return
-        self._num_calls += 1
+        info: dict[str, dict[str, str]] = {}
+        purged: dict[str, dict[str, str]] = {}
         try:
             proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as e:
             core.logger.get_logger().warning(f"bjobs failed ({e}); job states may be stale")
         else:
-            self._info_dict.update(self.read_info(proc.stdout))
+            info = self.read_info(proc.stdout)
+            registered = submitit_private.registered_ids(self)
             for m in _NOT_FOUND.finditer(proc.stderr + proc.stdout):
                 key = m[1] if not m[2] else f"{m[1]}_{m[2]}"
-                for job_id in self._registered:
+                for job_id in registered:
                     if job_id == key or job_id.split("_")[0] == key:
-                        self._info_dict.setdefault(job_id, {"State": "PURGED", "LsfState": "not found"})
-        self._last_status_check = core._time.time()
-        for job_id in self._registered - self._finished:
-            if self.is_done(job_id, mode="cache"):
-                self._finished.add(job_id)
+                        purged.setdefault(job_id, {"State": "PURGED", "LsfState": "not found"})
+        submitit_private.record_update(self, info, if_missing=purged)
 
     def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
         if isinstance(string, bytes):
@@ -116,23 +210,23 @@ class LsfInfoWatcher(core.InfoWatcher):
 
 
 class LsfJob(core.Job[core.R]):
-    _cancel_command = "bkill"
+    _cancel_command = LsfBackend.cancel_command
     watcher = LsfInfoWatcher(delay_s=60)
 
     def cancel(self, check: bool = True) -> None:
-        (subprocess.check_call if check else subprocess.call)(["bkill", lsf_job_ref(self.job_id)], shell=False)
+        (subprocess.check_call if check else subprocess.call)([self._cancel_command, lsf_job_ref(self.job_id)])
 
     def _interrupt(self, timeout: bool = False) -> None:
         """Send the preemption (TERM then the warning signal) or time-out (warning signal) signals."""
         ref = lsf_job_ref(self.job_id)
         if not timeout:
-            subprocess.check_call(["bkill", "-s", "TERM", ref])
-        subprocess.check_call(["bkill", "-s", LsfJobEnvironment.USR_SIG, ref])
+            subprocess.check_call([self._cancel_command, "-s", "TERM", ref])
+        subprocess.check_call([self._cancel_command, "-s", LsfJobEnvironment.USR_SIG, ref])
 
 
 class LsfJobEnvironment(job_environment.JobEnvironment):
     _env = {
-        "job_id": "LSB_JOBID",
+        "job_id": LsfBackend.job_id_env,
         "num_tasks": "TRM_LSF_NTASKS",
         "num_nodes": "TRM_LSF_NNODES",  # never set: one host
         "node": "TRM_LSF_NODEID",  # never set: node 0
@@ -142,12 +236,12 @@ class LsfJobEnvironment(job_environment.JobEnvironment):
 
     @property
     def array_job_id(self) -> str | None:
-        index = os.environ.get("LSB_JOBINDEX", "0")
-        return os.environ.get("LSB_JOBID") if index not in ("", "0") else None
+        index = os.environ.get(LsfBackend.array_index_env, "0")
+        return os.environ.get(LsfBackend.job_id_env) if index not in ("", "0") else None
 
     @property
     def array_task_id(self) -> str | None:
-        index = os.environ.get("LSB_JOBINDEX", "0")
+        index = os.environ.get(LsfBackend.array_index_env, "0")
         return index if index not in ("", "0") else None
 
     @property
@@ -162,8 +256,30 @@ class LsfJobEnvironment(job_environment.JobEnvironment):
         """Requeue this job (or array element): exit with the code `-Q` lists, or call brequeue."""
         core.logger.get_logger().info(f"Requeueing LSF job {self.job_id} ({countdown} timeouts left)")
         if os.environ.get("TRM_LSF_REQUEUE") == "brequeue":
-            subprocess.check_call(["brequeue", lsf_job_ref(self.job_id)], timeout=60)
+            subprocess.check_call([LsfBackend.requeue_command, lsf_job_ref(self.job_id)], timeout=60)
         sys.exit(EXIT_REQUEUE)
+
+
+# The lowest value each numeric parameter takes (what a script can ask LSF for).
+_LOWEST = {
+    "time": 1,
+    "tasks_per_node": 0,
+    "cpus_per_task": 1,
+    "gpus_per_node": 0,
+    "array_parallelism": 0,
+    "map_count": 0,
+}
+
+
+def _check_parameter(key: str, value: object) -> None:
+    """One executor parameter, checked the way the script will print it (without rendering it)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if key in _LOWEST and not (number and value >= _LOWEST[key]):  # type: ignore[operator]
+        raise ValueError(f"LSF executor: {key} must be a number >= {_LOWEST[key]}, got {value!r}")
+    if key == "mem_gb" and not (number and value > 0):  # type: ignore[operator]
+        raise ValueError(f"LSF executor: mem_gb must be a positive number of GB, got {value!r}")
+    if key in ("job_name", "queue") and value:
+        lsf_quote(value)  # raises RenderError (a ValueError) for what a #BSUB line cannot hold
 
 
 class LsfExecutor(core.PicklingExecutor):
@@ -188,8 +304,6 @@ class LsfExecutor(core.PicklingExecutor):
         super().__init__(folder, max_num_timeout=max_num_timeout, max_pickle_size_gb=max_pickle_size_gb)
         self.profile = profile or DEFAULT_PROFILE
         self.repo_root = Path(repo_root or Path.cwd()).resolve()
-        from trm.hpc.render import job_python
-
         self.python = python or job_python(self.profile, self.repo_root)
         self.parameters = {
             "job_name": "submitit",
@@ -245,8 +359,9 @@ class LsfExecutor(core.PicklingExecutor):
             )
         if kwargs.get("nodes", 1) != 1:
             raise ValueError("the LSF backend runs single-host jobs only (nodes=1); ranks use that host's GPUs")
+        for key, value in kwargs.items():
+            _check_parameter(key, value)  # refuse bad values now, not at submission
         self.parameters.update(kwargs)
-        self._render("validation only")  # refuse bad values now, not at submission
 
     def _resources(self) -> Resources:
         p = self.parameters
@@ -261,6 +376,7 @@ class LsfExecutor(core.PicklingExecutor):
         )
 
     def _render(self, command: str) -> str:
+        """The script, rendered once per bsub."""
         req = ScriptRequest(
             self.profile,
             self._resources(),
@@ -275,8 +391,6 @@ class LsfExecutor(core.PicklingExecutor):
 
     @property
     def _submitit_command_str(self) -> str:
-        from trm.hpc.render import submitit_command
-
         return submitit_command(self.python, self.folder)
 
     def _make_submission_file_text(self, command: str, uid: str) -> str:
@@ -326,27 +440,3 @@ class LsfExecutor(core.PicklingExecutor):
             delayed_submissions,
             lambda first, i: LsfJob(folder=self.folder, job_id=f"{first.job_id}_{i + 1}", tasks=tasks),
         )
-
-
-def executor_for(
-    folder: Path,
-    profile: Profile,
-    resources: Resources,
-    repo_root: Path,
-    job_name: str,
-    python: str | None = None,
-) -> LsfExecutor:
-    ex = LsfExecutor(
-        folder, max_num_timeout=profile.max_num_timeout, python=python, profile=profile, repo_root=repo_root
-    )
-    ex.update_parameters(
-        job_name=job_name,
-        time=resources.time_min,
-        tasks_per_node=resources.ntasks_per_node,
-        cpus_per_task=resources.cpus_per_task,
-        gpus_per_node=resources.gpus_per_node,
-        mem_gb=resources.mem_gb,
-        queue=resources.queue,
-        array_parallelism=profile.array_parallelism,
-    )
-    return ex
