@@ -26,11 +26,11 @@ sys.path.insert(1, str(REPO / "tests"))
 
 from slurm_cluster import LocalSlurm, slurm_installed  # noqa: E402
 
-from trm.hpc.runstate import update_status  # noqa: E402
 from trm.hpc.scheduler import cancel_jobs  # noqa: E402
 from trm.hpc.spec import load_sweep  # noqa: E402
 from trm.hpc.status import sweep_rows  # noqa: E402
 from trm.hpc.submit import submit_sweep  # noqa: E402
+from trm.rundir import update_status  # noqa: E402
 
 
 def write_spec(root: Path, name: str, num_runs: int) -> Path:

@@ -13,8 +13,8 @@ import torch
 from conftest import TINY, launch_ranks, run_trainer, wait_all
 from waits import limit
 
+from trm.rundir import EXIT_REQUEUE
 from trm.train import checkpoint as ckpt
-from trm.train.preempt import EXIT_REQUEUE
 
 CONFIG = "trm/configs/quickstart.yaml"
 

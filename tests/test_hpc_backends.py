@@ -21,10 +21,10 @@ from trm.hpc.backends.base import Backend
 from trm.hpc.backends.lsf import LsfExecutor, LsfInfoWatcher, LsfJob
 from trm.hpc.profile import load_profile
 from trm.hpc.render import TEMPLATE_DIR, ScriptRequest
-from trm.hpc.runstate import read_status
 from trm.hpc.spec import SpecError, load_sweep
 from trm.hpc.status import sweep_rows
 from trm.hpc.submit import cancel_sweep, dry_run, submit_sweep
+from trm.rundir import read_status
 
 REPO = Path(__file__).resolve().parents[1]
 

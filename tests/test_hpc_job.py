@@ -16,8 +16,8 @@ from trm.config import to_yaml
 from trm.hpc.backends import make_executor
 from trm.hpc.job import EXIT_REQUEUE, TrainJob, TrainJobError, _timed_out
 from trm.hpc.profile import LOCAL
-from trm.hpc.runstate import read_status, update_status
 from trm.hpc.spec import Resources, load_sweep
+from trm.rundir import read_status, update_status
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "sudoku-4x4"

@@ -26,10 +26,10 @@ from hpc_fixtures import REPO, has_checkpoint, wait_for
 
 from trm.hpc.backends.lsf import LsfExecutor, LsfInfoWatcher, LsfJob, LsfJobEnvironment, lsf_job_ref
 from trm.hpc.profile import load_profile
-from trm.hpc.runstate import read_status
 from trm.hpc.scheduler import job_states
 from trm.hpc.spec import load_sweep
 from trm.hpc.submit import SubmitError, submit_sweep
+from trm.rundir import read_status
 
 lsf_plugin = hpc_fixtures.lsf_plugin  # the fixture, shared with the other modules
 lsf_shims = hpc_fixtures.lsf_shims  # the fixture, shared with the other modules

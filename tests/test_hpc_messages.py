@@ -16,8 +16,8 @@ from trm.hpc.collect import main as collect_main
 from trm.hpc.job import TrainJob
 from trm.hpc.profile import load_profile
 from trm.hpc.render import ScriptRequest, render_script
-from trm.hpc.runstate import update_status
 from trm.hpc.spec import Resources, SpecError, load_sweep
+from trm.rundir import update_status
 
 REPO = Path(__file__).resolve().parents[1]
 

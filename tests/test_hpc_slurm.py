@@ -18,10 +18,10 @@ from slurm_cluster import LocalSlurm
 
 from trm.hpc.backends import make_executor
 from trm.hpc.profile import load_profile
-from trm.hpc.runstate import read_status
 from trm.hpc.scheduler import cancel_jobs, job_states
 from trm.hpc.spec import Resources, load_sweep
 from trm.hpc.submit import SubmitError, submit_sweep
+from trm.rundir import read_status
 
 slurm_cluster = hpc_fixtures.slurm_cluster  # the fixture, shared with the other modules
 

@@ -12,9 +12,9 @@ import pytest
 
 from trm.hpc.jobs_file import jobs_sweep
 from trm.hpc.profile import LOCAL
-from trm.hpc.runstate import update_status
 from trm.hpc.spec import Resources, load_sweep
 from trm.hpc.status import format_table, sweep_rows
+from trm.rundir import update_status
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "jobs").glob("*.yaml"))

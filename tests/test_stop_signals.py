@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY, launch_ranks, wait_all
 
+from trm.rundir import EXIT_STOPPED
 from trm.train import checkpoint as ckpt
-from trm.train.preempt import EXIT_STOPPED, StopWatch
+from trm.train.preempt import StopWatch
 
 CONFIG = "trm/configs/quickstart.yaml"
 

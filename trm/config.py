@@ -16,13 +16,13 @@ import dataclasses
 import hashlib
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from trm.fields import Mismatch, coerce, field_types
 
 
 class ConfigError(ValueError):
@@ -259,84 +259,20 @@ _SELECTORS: dict[str, set[str]] = {
 # Loading
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+_CLI = "overrides"  # key=value words: a command line, a sweep spec's overrides, a jobs.txt line
 
 
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(str(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
+def _coerce(key: str, value: Any, tp: Any, source: str) -> Any:
+    """Check `value` against the annotation `tp` (trm/fields.py); command-line text is parsed by the
+    field's type. `source` (a file, "overrides") is named in the error."""
+    try:
+        return coerce(value, tp, from_text=source is _CLI)  # identity: a file may be named "overrides"
+    except Mismatch as e:
+        raise ConfigError(f"{source}: {key}: expected {e.expected}, got {value!r}") from None
 
 
-def _coerce(key: str, value: Any, tp: Any, from_cli: bool) -> Any:
-    """Check `value` against the annotation `tp`; CLI strings are parsed by the field's type."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if isinstance(value, str) or not from_cli:
-            text = value if isinstance(value, str) else value
-            for c in choices:
-                if text == c or (isinstance(text, str) and text.lower() == str(c).lower()):
-                    return c
-        raise ConfigError(f"{key}: expected one of {', '.join(map(str, choices))}; got {value!r}")
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported annotation for {key}: {tp}")  # the tree uses none; keep it so
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if from_cli and isinstance(value, str):
-            parsed = yaml.safe_load(value) if value.strip() else []
-            value = parsed if isinstance(parsed, list) else [value]
-        if not isinstance(value, list):
-            raise bad
-        return [_coerce(f"{key}[{i}]", v, item_tp, from_cli) for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        raise bad
-    if tp is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value.replace("_", ""))
-            except ValueError:
-                raise bad from None
-            if number.is_integer():
-                return int(number)
-        raise bad
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads "1e-4" as a string; accept it as a number
-            except ValueError:
-                raise bad from None
-        raise bad
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    raise TypeError(f"unsupported annotation for {key}: {tp}")
-
-
-def _resolve_key(key: str) -> str:
+def canonical_key(key: str) -> str:
+    """A key as our tree spells it: `+` (Hydra's "add") dropped, the reference's aliases resolved."""
     key = key.lstrip("+")
     return ALIASES.get(key, key)
 
@@ -357,7 +293,7 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         if not isinstance(key, str):
             raise ConfigError(f"{prefix}{key!r}: keys must be strings")
         full = f"{prefix}{key}"
-        if isinstance(value, dict) and _resolve_key(full) != full.lstrip("+"):
+        if isinstance(value, dict) and canonical_key(full) != full.lstrip("+"):
             out[full] = value  # an alias whose value happens to be a mapping: let the check complain
         elif isinstance(value, dict):
             out.update(_flatten(value, f"{full}."))
@@ -366,15 +302,15 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _build(cls: type, flat: dict[str, Any], prefix: str, from_cli: set[str]) -> Any:
-    types_ = _field_types(cls)
+def _build(cls: type, flat: dict[str, Any], prefix: str, sources: dict[str, str]) -> Any:
+    """The dataclass `cls` from the dotted keys under `prefix`; `sources`: where each key was set."""
     kwargs: dict[str, Any] = {}
-    for name, tp in types_.items():
+    for name, tp in field_types(cls).items():
         key = f"{prefix}{name}"
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, flat, f"{key}.", from_cli)
+            kwargs[name] = _build(tp, flat, f"{key}.", sources)
         elif key in flat:
-            kwargs[name] = _coerce(key, flat[key], tp, key in from_cli)
+            kwargs[name] = _coerce(key, flat[key], tp, sources[key])
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -385,7 +321,7 @@ def _build(cls: type, flat: dict[str, Any], prefix: str, from_cli: set[str]) -> 
 
 def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
     keys: list[str] = []
-    for name, tp in _field_types(cls).items():
+    for name, tp in field_types(cls).items():
         if dataclasses.is_dataclass(tp):
             keys += valid_keys(tp, f"{prefix}{name}.")
         else:
@@ -420,7 +356,7 @@ def _normalise(flat: dict[str, Any], source: str) -> dict[str, Any]:
                     f"{', '.join(sorted(_SELECTORS[bare]))}"
                 )
             continue
-        out[_resolve_key(key)] = value
+        out[canonical_key(key)] = value
     _check_known(out, source)
     return out
 
@@ -468,11 +404,15 @@ def load_config(
         if not isinstance(raw, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(raw).__name__}")
         flat.update(_normalise(_flatten(raw), str(path)))
+    sources = dict.fromkeys(flat, str(path))
     if base:
-        flat.update(_normalise(_flatten(base), "config"))
-    cli = _normalise(parse_overrides(overrides or []), "command line")
+        from_base = _normalise(_flatten(base), "config")
+        flat.update(from_base)
+        sources.update(dict.fromkeys(from_base, "config"))
+    cli = _normalise(parse_overrides(overrides or []), _CLI)
     flat.update(cli)
-    cfg = _build(Config, flat, "", set(cli))
+    sources.update(dict.fromkeys(cli, _CLI))
+    cfg = _build(Config, flat, "", sources)
     from trm.config_checks import check_ranges  # beside this module: the ranges of every value
 
     check_ranges(cfg)
@@ -546,3 +486,20 @@ def config_diff(a: Config, b: Config, runtime: bool = False) -> list[str]:
         for k in sorted(set(fa) | set(fb))
         if fa.get(k) != fb.get(k) and (runtime or k not in RUNTIME_KEYS)
     ]
+
+
+def frozen_config_diff(path: Path, cfg: Config) -> list[str]:
+    """How `cfg` differs in what it computes from the config frozen in `path` (a run's config.yaml,
+    trm/rundir.py); [] when nothing is frozen there yet. Raises ConfigError naming the file when it
+    cannot be read back (not YAML, not UTF-8, or a config this code refuses)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read back ({e})") from None
+    try:
+        old = config_from_dict(yaml.safe_load(text) or {})
+    except (ConfigError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot be read back ({e})") from None
+    return config_diff(old, cfg)

@@ -92,7 +92,6 @@ def default_out(args: argparse.Namespace) -> str:
 class _Plan:
     """One task's variants and where its pairs go."""
 
-    task: arc.Task
     tids: np.ndarray
     perms: np.ndarray
     first_id: int
@@ -168,11 +167,11 @@ def build(args: argparse.Namespace) -> Built:
             if subset == test_set:
                 test_puzzles[tid] = task.to_json()
                 if args.demos_in == "train":
-                    plan = _Plan(task, tids, perms, len(identifiers), demos, len(demos), queries, 0)
+                    plan = _Plan(tids, perms, len(identifiers), demos, len(demos), queries, 0)
                 else:
-                    plan = _Plan(task, tids, perms, len(identifiers), [], 0, demos + queries, len(demos))
+                    plan = _Plan(tids, perms, len(identifiers), [], 0, demos + queries, len(demos))
             else:
-                plan = _Plan(task, tids, perms, len(identifiers), demos + queries, len(demos), [], 0)
+                plan = _Plan(tids, perms, len(identifiers), demos + queries, len(demos), [], 0)
             identifiers.extend(arc.variant_name(tid, int(t), p) for t, p in zip(tids, perms))
             plans.append(plan)
         report.append(f"{subset}: {len(ids)} tasks")

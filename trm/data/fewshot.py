@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trm.data.format import DatasetError, Split
+from trm.data.format import IGNORE_LABEL, DatasetError, Split
 from trm.data.iterator import Batch, TrainIterator, _check_sharding
-from trm.model.trm import IGNORE_LABEL
 
 
 @dataclass

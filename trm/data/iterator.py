@@ -21,8 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from trm.data.format import Split
-from trm.model.trm import IGNORE_LABEL
+from trm.data.format import IGNORE_LABEL, Split
 
 
 @dataclass

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from trm.data.format import Metadata, atomic_write_text, validate_dataset, write_identifiers, write_split
+from trm.data.format import Metadata, validate_dataset, write_identifiers, write_split
+from trm.rundir import atomic_write_text
 
 BUILD_INFO = "build_info.json"
 BUILD_INFO_VERSION = 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from trm.data import arc, hanoi, maze
-from trm.data.format import Metadata
+from trm.data.format import IGNORE_LABEL, Metadata
 
 KINDS = ("sudoku", "maze", "arc", "hanoi")
 # the standard ARC palette (colours 0..9), as on arcprize.org
@@ -37,7 +37,6 @@ MAZE_COLOURS = {
     maze.GOAL: "#FF4136",
     maze.PATH: "#0074D9",
 }
-IGNORE = -100
 
 
 def detect_kind(data_path: Path | None, meta: Metadata | None) -> str:
@@ -108,7 +107,7 @@ def _sudoku_text(row: np.ndarray, ref: np.ndarray | None = None) -> list[str]:
         for c in range(n):
             v = int(row[r * n + c])
             ch = "." if v <= 1 else str(v - 1)
-            if ref is not None and ref[r * n + c] not in (IGNORE, v):
+            if ref is not None and ref[r * n + c] not in (IGNORE_LABEL, v):
                 ch = "!"  # wrong digit in a prediction
             cells.append(ch)
         lines.append(" | ".join(" ".join(cells[s : s + box]) for s in range(0, n, box)))
@@ -120,7 +119,7 @@ def _maze_text(row: np.ndarray, ref: np.ndarray | None = None) -> list[str]:
     chars = np.array(["_", *maze.CHARSET, "?"])
     text = chars[np.clip(np.asarray(row), 0, len(chars) - 1)]
     if ref is not None:
-        text = np.where((ref != IGNORE) & (ref != row), "X", text)
+        text = np.where((ref != IGNORE_LABEL) & (ref != row), "X", text)
     return ["".join(text[r * side : (r + 1) * side]) for r in range(side)]
 
 
@@ -180,11 +179,11 @@ def example_text(kind: str, ex: Example, encoding: str = "action") -> str:
         label = hanoi_move_text(ex.inputs, ex.labels, encoding)
         out = [ex.title, *_hanoi_state_lines(state), f"label: {label}"]
         if ex.preds is not None:
-            same = np.all((ex.labels == IGNORE) | (ex.labels == 0) | (ex.preds == ex.labels))
+            same = np.all((ex.labels == IGNORE_LABEL) | (ex.labels == 0) | (ex.preds == ex.labels))
             out.append(f"pred:  {hanoi_move_text(ex.inputs, ex.preds, encoding)} [{'correct' if same else 'wrong'}]")
         return "\n".join(out)
     draw = {"sudoku": _sudoku_text, "maze": _maze_text, "arc": _arc_text}[kind]
-    panels = [("input", draw(ex.inputs)), ("label", draw(np.where(ex.labels == IGNORE, 0, ex.labels)))]
+    panels = [("input", draw(ex.inputs)), ("label", draw(np.where(ex.labels == IGNORE_LABEL, 0, ex.labels)))]
     if ex.preds is not None:
         panels.append(("prediction", draw(ex.preds, ex.labels)))
     height = max(len(p[1]) for p in panels)
@@ -211,7 +210,7 @@ def _draw_sudoku(ax, row: np.ndarray, given: np.ndarray, ref: np.ndarray | None)
             continue
         r, c = divmod(cell, n)
         colour = "black" if given[cell] > 1 else "#0074D9"
-        if ref is not None and ref[cell] not in (IGNORE, v):
+        if ref is not None and ref[cell] not in (IGNORE_LABEL, v):
             colour = "#FF4136"
             ax.add_patch(_rect(c, n - 1 - r, 1, 1, "#FFD6D6"))
         ax.text(c + 0.5, n - 0.5 - r, str(v - 1), ha="center", va="center", color=colour, fontsize=max(6, 90 // n))
@@ -270,13 +269,13 @@ def _panel(kind: str, ax, row: np.ndarray, ex: Example, ref: np.ndarray | None, 
         ax.set_title(caption, fontsize=9)
     elif kind == "maze":
         side = round(len(row) ** 0.5)
-        wrong = None if ref is None else ((ref != IGNORE) & (ref != row)).reshape(side, side)
+        wrong = None if ref is None else ((ref != IGNORE_LABEL) & (ref != row)).reshape(side, side)
         _draw_cells(ax, np.asarray(row).reshape(side, side), MAZE_COLOURS, wrong)
         ax.set_title(caption, fontsize=9)
     elif kind == "arc":
         side = arc.canvas_side(np.asarray(row).size)
         canvas = np.asarray(row).reshape(side, side)
-        wrong = None if ref is None else ((ref != IGNORE) & (ref != row)).reshape(side, side)
+        wrong = None if ref is None else ((ref != IGNORE_LABEL) & (ref != row)).reshape(side, side)
         rows, cols = np.nonzero(canvas != arc.PAD)
         if len(rows):
             sl = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
@@ -309,7 +308,7 @@ def save_png(kind: str, examples: list[Example], path: Path, encoding: str = "ac
     for i, ex in enumerate(examples):
         panels = [(ex.inputs, None, "input"), (ex.labels, None, "label")]
         if ex.preds is not None:
-            right = bool(np.all((ex.labels == IGNORE) | (ex.preds == ex.labels)))
+            right = bool(np.all((ex.labels == IGNORE_LABEL) | (ex.preds == ex.labels)))
             panels.append((ex.preds, ex.labels, "prediction " + ("(correct)" if right else "(wrong)")))
         for j in range(cols):
             ax = axes[i, j]
@@ -317,7 +316,7 @@ def save_png(kind: str, examples: list[Example], path: Path, encoding: str = "ac
                 ax.axis("off")
                 continue
             row, ref, caption = panels[j]
-            labels_shown = np.where(row == IGNORE, 0, row) if j == 1 else row
+            labels_shown = np.where(row == IGNORE_LABEL, 0, row) if j == 1 else row
             _panel(kind, ax, labels_shown, ex, ref, encoding, caption)
         axes[i, 0].set_ylabel(ex.title, fontsize=8)
     fig.tight_layout()

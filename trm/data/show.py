@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from trm.data import render
-from trm.data.format import DatasetError, Metadata, read_split
+from trm.data.format import IGNORE_LABEL, DatasetError, Metadata, read_split
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         candidates = np.arange(num)
         if args.wrong and preds is not None:
             lab = np.asarray(labels).astype(np.int64)
-            candidates = np.flatnonzero(np.any((lab != render.IGNORE) & (preds != lab), axis=1))
+            candidates = np.flatnonzero(np.any((lab != IGNORE_LABEL) & (preds != lab), axis=1))
         if args.random is not None:
             rng = np.random.default_rng(args.seed)
             picked = rng.choice(candidates, size=min(args.random, len(candidates)), replace=False)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from trm.data import arc
-from trm.data.format import DatasetError, Metadata, atomic_write_text
+from trm.data.format import DatasetError, Metadata
+from trm.rundir import atomic_write_text
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 SUBMISSION_K = 2

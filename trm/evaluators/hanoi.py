@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trm.data import hanoi
-from trm.data.format import Metadata
-
-IGNORE = -100
+from trm.data.format import IGNORE_LABEL, Metadata
 
 
 def detect_encoding(data_path: Path, meta: Metadata) -> str:
@@ -50,7 +48,7 @@ class HanoiEvaluator:
         q_halt_logits: np.ndarray,
     ) -> None:
         labels = np.asarray(labels)
-        mask = (labels != IGNORE) & (labels != self.pad_id)
+        mask = (labels != IGNORE_LABEL) & (labels != self.pad_id)
         hit = (np.asarray(preds) == labels) & mask
         row_exact = hit.sum(axis=1) == mask.sum(axis=1)
         self.tokens += int(mask.sum())

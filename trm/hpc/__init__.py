@@ -8,7 +8,6 @@ backends/     one class per scheduler in one table (BACKENDS): its submitit exec
               values, state query, cancel and names; slurm, lsf (a submitit plugin), local
 job.py        TrainJob(run_dir): what runs on the node; requeues on the trainer's exit code 75
 submit.py     plan (never clobber), freeze configs, submit arrays, cancel
-runstate.py   status.json of a run directory
 scheduler.py  batched job states and cancel, answered by the profile's backend
 status.py     the per-run table of tools/status.py
 queue.py      the jobs.txt runner of tools/run_queue.py

@@ -20,7 +20,6 @@ status.json's `message` always describes the latest transition ("preempted ...",
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -29,10 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from trm.hpc.backends import node_backend, submitit_private
-from trm.hpc.runstate import read_status, start_attempt, update_status
+from trm.rundir import CONFIG, EXIT_REQUEUE, EXIT_STOPPED, SUMMARY, read_json, read_status, start_attempt, update_status
 
-EXIT_REQUEUE = 75  # trm.train.preempt.EXIT_REQUEUE
-EXIT_STOPPED = 143  # trm.train.preempt.EXIT_STOPPED
 _RESUME_HINT = "resume it with tools/submit.py SPEC --resume"
 
 
@@ -55,10 +52,7 @@ def first_line(text: str) -> str:
 
 
 def _step(run_dir: Path) -> str:
-    try:
-        step = json.loads((run_dir / "summary.json").read_text()).get("step")
-    except (OSError, ValueError, AttributeError):
-        step = None
+    step = read_json(run_dir / SUMMARY).get("step")
     return f" at step {step}" if isinstance(step, int) else ""
 
 
@@ -97,7 +91,7 @@ class TrainJob:
 
     def argv(self) -> list[str]:
         return [
-            str(self.run_dir / "config.yaml"),
+            str(self.run_dir / CONFIG),
             f"run.root={self.run_dir.parent}",
             f"run.name={self.run_dir.name}",
         ]

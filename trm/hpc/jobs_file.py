@@ -16,30 +16,25 @@ Every writer holds `jobs.txt.lock`, an empty file beside it that stays.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from filelock import FileLock
 
-from trm.config import Config, ConfigError, check_runnable, config_hash, load_config
-from trm.data.format import atomic_write_text
+from trm.config import Config, ConfigError, canonical_key, check_runnable, config_hash, load_config
 from trm.hpc.profile import Profile
 from trm.hpc.spec import (
-    DEFAULT_METRIC,
     Resources,
     RunSpec,
     SpecError,
     Sweep,
-    canonical_key,
     check_name,
     find_repo_root,
 )
+from trm.rundir import DEFAULT_METRIC, atomic_write_text, resolve_runs_root
 
 BOXES = {" ": "pending", "-": "running", "x": "done", "!": "failed"}
 _BOX_OF = {state: box for box, state in BOXES.items()}
@@ -186,7 +181,7 @@ def jobs_sweep(
         raise JobsFileError(f"jobs file '{path}' does not exist")
     repo_root = find_repo_root(path.parent)
     sweep_name = check_name(path.stem, f"{path}: the sweep name (the file's name)")
-    root = Path(runs_root if runs_root is not None else (profile.runs_root or "runs")).expanduser().resolve()
+    root = resolve_runs_root(runs_root, profile.runs_root)
     runs: list[RunSpec] = []
     lines: dict[str, JobLine] = {}
     for job in parse_jobs_text(read_jobs_text(path), str(path)):
@@ -267,27 +262,7 @@ def read_jobs_text(path: Path) -> str:
 
 def write_keeping_mode(path: Path, text: str) -> None:
     """Replace `path` atomically, keeping its permission bits and group (a shared queue stays shared)."""
-    path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        atomic_write_text(path, text)
-        return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chown(tmp, -1, st.st_gid)
-        except OSError:
-            pass  # not a member of that group: keep ours
-        os.chmod(tmp, stat.S_IMODE(st.st_mode))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text, keep_mode=True)
 
 
 def rewrite(path: Path, edit: Callable[[str], str]) -> None:

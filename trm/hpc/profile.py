@@ -24,7 +24,9 @@ from typing import Any, Literal
 
 import yaml
 
+from trm.fields import Mismatch, coerce, field_types
 from trm.hpc.backends import BACKENDS
+from trm.rundir import atomic_write_text
 
 # Names that look like credentials: they must never be written into a job script.
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -105,15 +107,18 @@ def _expand(value: str, where: str) -> str:
     return os.path.expanduser(os.path.expandvars(value))
 
 
-def _strings(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str) or not isinstance(value, list):
-        raise ProfileError(f"{where}: expected a list of strings, got {value!r}")
-    for item in value:
-        if not isinstance(item, (str, int, float)) or isinstance(item, bool):
-            raise ProfileError(f"{where}: expected a list of strings, got item {item!r}")
-    return tuple(str(v) for v in value)
+_TYPES = field_types(Profile)
+_LOWEST = {"signal_delay_s": 1, "array_limit": 1, "array_parallelism": 1, "max_num_timeout": 0}
+# Fields checked by their annotation alone (trm/fields.py); the others need more (paths, secrets).
+_PLAIN = (*_LOWEST, "mem_per_slot", "group_access", "gpu_directive", "lsf_requeue")
+
+
+def _typed(raw: dict[str, Any], key: str, source: str) -> Any:
+    """`raw[key]` as Profile's field of that name holds it, or an error naming the file and the key."""
+    try:
+        return coerce(raw.get(key), _TYPES[key], strict=True, low=_LOWEST.get(key))
+    except Mismatch as e:
+        raise ProfileError(f"{source}: {key} must be {e.expected}, got {raw.get(key)!r}") from None
 
 
 def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None) -> Profile:
@@ -127,7 +132,7 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
     kw["scheduler"] = scheduler
     kw["name"] = str(raw.get("name") or (path.stem if path else scheduler))
     for key in ("queues", "modules", "setup", "extra_directives"):
-        kw[key] = _strings(raw.get(key), f"{source}: {key}")
+        kw[key] = _typed(raw, key, source) if raw.get(key) is not None else ()
         for item in kw[key]:
             _refuse_secret_refs(item, f"{source}: {key}")
     env = raw.get("env") or {}
@@ -148,33 +153,15 @@ def profile_from_dict(raw: dict[str, Any], source: str, path: Path | None = None
         pairs.append((name, _expand(text, f"{source}: env: {name}")))
     kw["env"] = tuple(pairs)
     for key in ("queue", "venv", "python", "gpu_mode", "account"):
-        if key in raw and raw[key] is not None:
-            if not isinstance(raw[key], str):
-                raise ProfileError(f"{source}: {key} must be a string, got {raw[key]!r}")
-            _refuse_secret_refs(raw[key], f"{source}: {key}")
-            kw[key] = raw[key]
+        if raw.get(key) is not None:
+            kw[key] = _typed(raw, key, source)
+            _refuse_secret_refs(kw[key], f"{source}: {key}")
     for key in ("scratch", "runs_root"):
         if raw.get(key):
             if not isinstance(raw[key], str):
                 raise ProfileError(f"{source}: {key} must be a path, got {raw[key]!r}")
             kw[key] = _expand(raw[key], f"{source}: {key}")
-    for key in ("signal_delay_s", "array_limit", "array_parallelism", "max_num_timeout"):
-        if key in raw:
-            value, low = raw[key], (0 if key == "max_num_timeout" else 1)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ProfileError(f"{source}: {key} must be an integer >= {low}, got {value!r}")
-            kw[key] = value
-    for key in ("mem_per_slot", "group_access"):
-        if key in raw:
-            if not isinstance(raw[key], bool):
-                raise ProfileError(f"{source}: {key} must be true or false, got {raw[key]!r}")
-            kw[key] = raw[key]
-    choice_keys = (("gpu_directive", ("gpus-per-node", "gres")), ("lsf_requeue", ("exit_code", "brequeue")))
-    for key, choices in choice_keys:
-        if key in raw:
-            if raw[key] not in choices:
-                raise ProfileError(f"{source}: {key} must be one of {', '.join(choices)}, got {raw[key]!r}")
-            kw[key] = raw[key]
+    kw.update({key: _typed(raw, key, source) for key in _PLAIN if key in raw})
     if kw.get("queue") and kw["queues"] and kw["queue"] not in kw["queues"]:
         raise ProfileError(f"{source}: queue '{kw['queue']}' is not in queues ({', '.join(kw['queues'])})")
     return Profile(path=path, **kw)
@@ -193,11 +180,9 @@ def protect_dir(path: Path, profile: Profile) -> Path:
 
 
 def write_private(path: Path, text: str, profile: Profile) -> None:
-    """Write a job script atomically with the profile's file mode (never world-readable)."""
-    from trm.data.format import atomic_write_text
-
-    atomic_write_text(path, text)
-    os.chmod(path, profile.file_mode)
+    """Write a job script atomically with the profile's file mode (never world-readable, not even
+    for a moment: the mode is set before the rename)."""
+    atomic_write_text(path, text, mode=profile.file_mode)
 
 
 def load_profile(ref: str | Path, repo_root: Path | None = None) -> Profile:

@@ -41,9 +41,8 @@ from trm.hpc.jobs_file import (
     with_state,
     write_keeping_mode,
 )
+from trm.rundir import EXIT_REQUEUE, EXIT_STOPPED
 
-EXIT_REQUEUE = 75  # trm.train.preempt: checkpointed, requeue me
-EXIT_STOPPED = 143  # trm.train.preempt: checkpointed and stopped on TERM/INT
 # Waits for "go" on stdin (sent once the runner has recorded the group in the line; a runner that dies
 # first closes the pipe and nothing runs), then runs the line in this shell (so `exit 3` and compound
 # commands work) and, whatever happens, leaves the exit status in $__trm_res. Signals get a handler

@@ -28,10 +28,10 @@ from trm.hpc.backends import backend_for
 from trm.hpc.backends.submitit_private import MODULES
 from trm.hpc.profile import Profile
 from trm.hpc.spec import Resources
+from trm.rundir import EXIT_REQUEUE
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 PREEMPT_SIGNAL = "USR2"  # submitit's default (SUBMITIT_PREEMPT_SIGNAL); NCCL-safe, unlike USR1
-REQUEUE_EXIT_CODE = 75  # trm.train.preempt.EXIT_REQUEUE: the trainer checkpointed and wants a requeue
 
 
 class RenderError(ValueError):
@@ -133,7 +133,7 @@ def _common_context(req: ScriptRequest) -> dict[str, object]:
         "time_min": res.time_min,
         "signal": PREEMPT_SIGNAL,
         "signal_delay_s": prof.signal_delay_s,
-        "requeue_exit_code": REQUEUE_EXIT_CODE,
+        "requeue_exit_code": EXIT_REQUEUE,
         "modules": prof.modules,
         "venv_activate": str(venv / "bin" / "activate") if venv else "",
         "env": prof.env,

@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from trm.hpc.backends import backend_for
 from trm.hpc.profile import Profile
 
+# A job in one of these states may still run (submitit's state names, which the LSF watcher maps to).
+# The one set for every scheduler: the LSF watcher had a copy without the SLURM-only states
+# (REQUEUE_HOLD, REQUEUE_FED, RESIZING, CONFIGURING), which LSF never reports, so both answered alike.
 ALIVE = {
     "READY",
     "PENDING",

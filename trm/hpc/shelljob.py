@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from trm.hpc.job import TrainJobError, first_line, mark_jobs_line
-from trm.hpc.runstate import start_attempt, update_status
+from trm.rundir import start_attempt, update_status
 
 
 class ShellJob:

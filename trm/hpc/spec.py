@@ -37,11 +37,12 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from trm.config import ALIASES, Config, ConfigError, check_runnable, load_config
+from trm.config import Config, ConfigError, canonical_key, check_runnable, load_config
+from trm.fields import Mismatch, coerce, field_types, positive_number
 from trm.hpc.backends import backend_for
 from trm.hpc.profile import Profile, ProfileError, load_profile
+from trm.rundir import DEFAULT_METRIC, resolve_runs_root
 
-DEFAULT_METRIC = "eval/exact_accuracy"
 SPEC_KEYS = (
     "name",
     "description",
@@ -182,11 +183,6 @@ def check_name(name: Any, where: str) -> str:
     return name
 
 
-def canonical_key(key: str) -> str:
-    bare = key.lstrip("+")
-    return ALIASES.get(bare, bare)
-
-
 def override_text(value: Any, where: str) -> str:
     """A YAML value as the `key=value` text `trm.config.load_config` parses back to the same value."""
     if isinstance(value, bool):
@@ -241,17 +237,20 @@ def _metrics(raw: Any, where: str) -> dict[str, float]:
     return out
 
 
+_RESOURCE_TYPES = field_types(Resources)
+_LOWEST = {"nodes": 1, "cpus_per_task": 1, "gpus_per_node": 0, "tasks_per_node": 0}
+
+
 def check_resource(key: str, value: Any, where: str, profile: Profile) -> Any:
     """One resource value (from a spec or a command line option), checked; returns it normalised."""
-    if key in ("nodes", "gpus_per_node", "cpus_per_task", "tasks_per_node"):
-        low = 1 if key in ("nodes", "cpus_per_task") else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise SpecError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
-        return value
-    if key == "mem_gb":
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-            raise SpecError(f"{where}: mem_gb must be a positive number of GB, got {value!r}")
-        return float(value)
+    try:
+        if key in _LOWEST:
+            return coerce(value, _RESOURCE_TYPES[key], strict=True, low=_LOWEST[key])
+        if key == "mem_gb":
+            return positive_number(value)
+    except Mismatch as e:
+        unit = " of GB" if key == "mem_gb" else ""
+        raise SpecError(f"{where}: {key} must be {e.expected}{unit}, got {value!r}") from None
     if key == "time":
         parse_time_minutes(value, f"{where}: time")
         return str(value)
@@ -429,7 +428,7 @@ def load_sweep(path: str | Path, runs_root: str | Path | None = None, profile: s
     config_path = _base_config(raw, where, repo_root)
     common = _overrides(raw.get("overrides"), f"{where}: overrides")
 
-    root = Path(runs_root if runs_root is not None else (prof.runs_root or "runs")).expanduser().resolve()
+    root = resolve_runs_root(runs_root, prof.runs_root)
     entries = _entries(raw, where)
     baseline, metric = _baseline_and_metric(raw, where, entries)
     runs = [_resolved_run(e, common, root / name / e.name, config_path, baseline is not None) for e in entries]

@@ -11,16 +11,15 @@ word. Preemptions and timeouts the run survived are counted in the state ("runni
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trm.hpc.backends import UnknownSchedulerError
 from trm.hpc.profile import Profile
-from trm.hpc.runstate import FINISHED, read_status
 from trm.hpc.scheduler import ALIVE, SchedulerError, job_states
 from trm.hpc.spec import SpecError, Sweep
+from trm.rundir import DEFAULT_METRIC, FINISHED, RUN_FILES, SUMMARY, looks_like_run_dir, read_json, read_status
 
 
 @dataclass
@@ -48,11 +47,7 @@ class RunRow:
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(run_dir / SUMMARY)
 
 
 def _metric(summary: dict[str, Any], metric: str) -> float | None:
@@ -150,8 +145,7 @@ def _dead_runs_failed(sweep: Sweep, rows: list[RunRow], sched: dict[str, str]) -
 def folder_sweep(folder: Path, profile: Profile | None = None) -> Sweep:
     """A `runs/<sweep>/` folder or one run folder as a sweep of the run directories in it (no spec)."""
     from trm.config import Config
-    from trm.hpc.collect.rundir import RUN_FILES, looks_like_run_dir
-    from trm.hpc.spec import DEFAULT_METRIC, Resources, RunSpec
+    from trm.hpc.spec import Resources, RunSpec
 
     folder = Path(folder).resolve()
     run_dirs = [folder] if looks_like_run_dir(folder) else sorted(p for p in folder.iterdir() if looks_like_run_dir(p))

@@ -14,24 +14,31 @@ one after the other in the foreground.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trm.config import ConfigError, config_diff, config_from_dict, to_yaml
-from trm.data.format import atomic_write_text
+from trm.config import ConfigError, frozen_config_diff, to_yaml
 from trm.hpc.backends import backend_for, make_executor
 from trm.hpc.job import TrainJob
 from trm.hpc.profile import protect_dir, write_private
 from trm.hpc.render import ScriptRequest, job_python, render_script, submitit_command
-from trm.hpc.runstate import FINISHED, now, read_status, update_status
 from trm.hpc.scheduler import ALIVE, job_states
 from trm.hpc.shelljob import ShellJob
 from trm.hpc.spec import RunSpec, Sweep
+from trm.rundir import (
+    CONFIG,
+    FINISHED,
+    STATUS,
+    STATUS_LOCK,
+    RunPaths,
+    atomic_write_text,
+    read_status,
+    update_status,
+    utc_now,
+    write_status,
+)
 
 EXISTING = ("refuse", "skip", "resume")
 
@@ -52,21 +59,15 @@ def logs_dir(sweep: Sweep) -> Path:
 
 
 def _exists(run: RunSpec) -> bool:
-    return any(
-        (run.run_dir / name).exists()
-        for name in ("config.yaml", "status.json", "summary.json", "metrics.jsonl", "checkpoints")
-    )
+    return RunPaths(run.run_dir).exists()
 
 
 def _frozen_config_problem(run: RunSpec) -> str | None:
-    path = run.run_dir / "config.yaml"
-    if not path.exists():
-        return None
+    path = run.run_dir / CONFIG
     try:
-        old = config_from_dict(yaml.safe_load(path.read_text()) or {})
-    except (ConfigError, yaml.YAMLError) as e:
-        return f"{path} cannot be read back ({e})"
-    diff = config_diff(old, run.config)
+        diff = frozen_config_diff(path, run.config)
+    except ConfigError as e:
+        return str(e)
     return f"{path} was frozen with a different config: {'; '.join(diff)}" if diff else None
 
 
@@ -206,10 +207,10 @@ def _prepare(run: RunSpec, scheduler: str, jobs_file: Path | None = None) -> Cal
     its line, which the job marks [x]/[!] when it ends."""
     previous = read_status(run.run_dir)
     new_dir = not run.run_dir.exists()
-    new_config = run.trains and not (run.run_dir / "config.yaml").exists()
+    new_config = run.trains and not (run.run_dir / CONFIG).exists()
     run.run_dir.mkdir(parents=True, exist_ok=True)
     if new_config:
-        atomic_write_text(run.run_dir / "config.yaml", to_yaml(run.config))
+        atomic_write_text(run.run_dir / CONFIG, to_yaml(run.config))
     line = {"jobs_file": str(jobs_file), "jobs_command": run.jobs_command} if jobs_file else {}
     update_status(
         run.run_dir,
@@ -218,18 +219,18 @@ def _prepare(run: RunSpec, scheduler: str, jobs_file: Path | None = None) -> Cal
         message="",
         **line,
         **({"command": run.command} if run.command else {}),
-        **({} if previous.get("submitted_at") else {"submitted_at": now()}),
+        **({} if previous.get("submitted_at") else {"submitted_at": utc_now()}),
     )
 
     def undo() -> None:
         if previous:
-            atomic_write_text(run.run_dir / "status.json", json.dumps(previous, indent=2) + "\n")
+            write_status(run.run_dir, previous)
         else:
-            (run.run_dir / "status.json").unlink(missing_ok=True)
+            (run.run_dir / STATUS).unlink(missing_ok=True)
         if new_config:
-            (run.run_dir / "config.yaml").unlink(missing_ok=True)
+            (run.run_dir / CONFIG).unlink(missing_ok=True)
         if new_dir:
-            for leftover in (".status.lock",):
+            for leftover in (STATUS_LOCK,):
                 (run.run_dir / leftover).unlink(missing_ok=True)
             try:
                 run.run_dir.rmdir()

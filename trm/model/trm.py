@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from trm.config import ArchConfig
+from trm.data.format import IGNORE_LABEL  # the data's label convention; re-exported for the losses
 from trm.model.layers import Block, CastedEmbedding, CastedLinear, ReasoningModule, RotaryEmbedding, trunc_normal_init_
 from trm.model.puzzle_emb import PuzzleEmbedding
 
-IGNORE_LABEL = -100
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -110,12 +110,6 @@ def any_true(env: DistEnv, *flags: bool) -> list[bool]:
     return [bool(x) for x in t.tolist()]
 
 
-def all_reduce_sum(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
-    if env.distributed:
-        dist.all_reduce(t)
-    return t
-
-
 def gather_objects(env: DistEnv, obj: Any) -> list[Any]:
     if not env.distributed:
         return [obj]
@@ -130,8 +124,3 @@ def broadcast_object(env: DistEnv, obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0, group=env.cpu_group)
     return box[0]
-
-
-def barrier(env: DistEnv) -> None:
-    if env.distributed:
-        dist.barrier(group=env.cpu_group)

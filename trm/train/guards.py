@@ -18,7 +18,7 @@ import torch
 
 from trm.config import ArchConfig, ConfigError
 
-EXIT_FAILED = 1  # trm.train.preempt's code for a run that failed
+EXIT_FAILED = 1  # the trainer's code for a run that failed (the others: trm.rundir.EXIT_*)
 
 
 class NonFiniteLoss(RuntimeError):

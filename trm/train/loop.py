@@ -25,6 +25,7 @@ from trm import config as C
 from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
 from trm.data.iterator import Batch, TrainIterator, eval_batches, valid_prefix
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
+from trm.rundir import EXIT_REQUEUE, EXIT_STOPPED
 from trm.train import checkpoint as ckpt
 from trm.train import etrm, guards, runlock
 from trm.train.compiled import compile_recursion
@@ -32,7 +33,7 @@ from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
 from trm.train.init_weights import InitError, load_initial_weights
 from trm.train.losses import METRIC_KEYS, act_loss, halted_loss_sums
 from trm.train.optim import EMA, AdamATan2, lr_at
-from trm.train.preempt import EXIT_REQUEUE, EXIT_STOPPED, StopWatch
+from trm.train.preempt import StopWatch
 from trm.train.prefetch import Prefetcher
 from trm.train.runlog import RunDir, RunDirError, make_logger
 

@@ -3,7 +3,8 @@
 Two kinds of stop, told apart by the signal (docs/architecture.md, "Preemption is not cancel"):
 
 - the scheduler's warning signal (SLURM `--signal=USR2@90`, LSF `-wa USR2 -wt`) and the trainer's own
-  time limit mean "requeue me": rank 0 saves a checkpoint and every rank exits with EXIT_REQUEUE (75);
+  time limit mean "requeue me": rank 0 saves a checkpoint and every rank exits with EXIT_REQUEUE (75,
+  trm.rundir);
   the cluster layer requeues the job and `train.resume=auto` continues.
 - SIGTERM and SIGINT (scancel, bkill, Ctrl-C, a kill) mean "stop": the checkpoint is still saved (it
   keeps the work), but the ranks exit with EXIT_STOPPED (143, the shell's code for a TERM) and nothing
@@ -17,9 +18,6 @@ from __future__ import annotations
 import signal
 import time
 
-EXIT_REQUEUE = 75  # EX_TEMPFAIL: "checkpointed, please requeue"
-EXIT_STOPPED = 143  # 128 + SIGTERM: "checkpointed and stopped on request; do not requeue"
-EXIT_FAILED = 1
 EXIT_USAGE = 2
 STOP_SIGNALS = ("SIGTERM", "SIGINT")  # a cancel, never a request to requeue
 

@@ -26,11 +26,11 @@ from typing import Any
 
 from filelock import SoftFileLease, Timeout
 
-from trm.data.format import atomic_write_text
+from trm.rundir import TRAINER_HOLDER as HOLDER_NAME
+from trm.rundir import TRAINER_LOCK as LOCK_NAME
+from trm.rundir import atomic_write_text, read_json, utc_now
 from trm.train.runlog import RunDirError
 
-LOCK_NAME = ".trainer.lock"
-HOLDER_NAME = ".trainer.json"
 # Every trainer of a run must agree on it (filelock refuses a marker of another duration).
 LEASE_S = 60.0
 
@@ -70,14 +70,6 @@ def _bare(host: str) -> str:
     return host.split("?pidns-")[0].split(".")[0]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _marker(path: Path) -> dict[str, str]:
     """The fields filelock writes into a lease marker (pid, host, duration, ...); {} when absent."""
     try:
@@ -89,7 +81,7 @@ def _marker(path: Path) -> dict[str, str]:
 
 def _describe_holder(run_dir: Path) -> str:
     marker = _marker(run_dir / LOCK_NAME)
-    info = _read_json(run_dir / HOLDER_NAME)
+    info = read_json(run_dir / HOLDER_NAME)
     pid = marker.get("pid") or str(info.get("pid", "?"))
     host = _bare(str(info.get("host") or marker.get("host", "?")))
     job = info.get("job_id") if str(info.get("pid")) == pid else ""
@@ -116,7 +108,7 @@ class RunLock:
             try:
                 lease.acquire()
             except Timeout:
-                holder = _read_json(self.run_dir / HOLDER_NAME)
+                holder = read_json(self.run_dir / HOLDER_NAME)
                 mine = job_id()
                 if not (mine and holder.get("job_id") == mine):
                     raise
@@ -142,7 +134,7 @@ class RunLock:
                         "host": _host(),
                         "pid": os.getpid(),
                         "job_id": job_id(),
-                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "since": utc_now(),
                     }
                 )
                 + "\n",

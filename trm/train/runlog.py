@@ -6,7 +6,6 @@ The wandb logger is a null object when off, so the loop never asks whether loggi
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
@@ -14,18 +13,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trm.config import Config, ConfigError, config_diff, config_from_dict, to_yaml
-from trm.data.format import atomic_write_text
+from trm.config import Config, ConfigError, frozen_config_diff, to_yaml
+from trm.rundir import RunPaths, append_line, atomic_write_json, atomic_write_text, read_json, utc_now
 
 
 class RunDirError(RuntimeError):
     """The run directory holds something this run must not touch."""
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _clean(value: Any) -> Any:
@@ -38,57 +31,50 @@ def _clean(value: Any) -> Any:
 
 
 class RunDir:
+    """The trainer's writes into its run directory (the names and formats are trm/rundir.py's)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.checkpoints = path / "checkpoints"
-        self.summary_path = path / "summary.json"
-        self.metrics_path = path / "metrics.jsonl"
-        self.config_path = path / "config.yaml"
-        self.log_path = path / "train.log"
+        self.paths = RunPaths(path)
+        self.checkpoints = self.paths.checkpoints
+        self.summary_path = self.paths.summary
+        self.config_path = self.paths.config
 
     def has_results(self) -> bool:
-        return any(p.exists() for p in (self.summary_path, self.metrics_path, self.checkpoints))
+        return self.paths.has_results()
 
     def write_config(self, cfg: Config, allow_change: bool) -> None:
         """Freeze the config at the first start; a later start with a different computing config is refused."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if self.config_path.exists():
-            try:
-                old = config_from_dict(yaml.safe_load(self.config_path.read_text()) or {})
-            except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as e:
-                raise RunDirError(f"{self.config_path}: cannot be read back ({e}); move it away or fix it") from None
-            diff = config_diff(old, cfg)
-            if diff and not allow_change:
-                raise RunDirError(
-                    f"{self.config_path} was written by an earlier start of this run with a different config: "
-                    + "; ".join(diff)
-                    + ". Use another run.name, or pass train.resume_ignore_config_change=true "
-                    "to continue with the new values."
-                )
+        try:
+            diff = frozen_config_diff(self.config_path, cfg)
+        except ConfigError as e:
+            raise RunDirError(f"{e}; move it away or fix it") from None
+        if diff and not allow_change:
+            raise RunDirError(
+                f"{self.config_path} was written by an earlier start of this run with a different config: "
+                + "; ".join(diff)
+                + ". Use another run.name, or pass train.resume_ignore_config_change=true "
+                "to continue with the new values."
+            )
         atomic_write_text(self.config_path, to_yaml(cfg))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(_clean(record)) + "\n")
+        append_line(self.paths.metrics, json.dumps(_clean(record)))
 
     def append_log(self, line: str) -> None:
-        with open(self.log_path, "a") as f:
-            f.write(line + "\n")
+        append_line(self.paths.train_log, line)
 
     def read_summary(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.summary_path.read_text())
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
+        return read_json(self.summary_path)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        summary = dict(summary, updated_at=_now())
-        atomic_write_text(self.summary_path, json.dumps(_clean(summary), indent=2))
+        summary = dict(summary, updated_at=utc_now())
+        atomic_write_json(self.summary_path, _clean(summary), trailing_newline=False)
 
     def wandb_id(self) -> str:
         """A stable id, so a resumed run continues the same wandb run."""
-        p = self.path / "wandb_id"
+        p = self.paths.wandb_id
         if p.exists():
             return p.read_text().strip()
         run_id = secrets.token_hex(4)

@@ -33,7 +33,6 @@ from trm.hpc.backends.arrays import submit_array
 from trm.hpc.backends.base import Backend
 from trm.hpc.profile import Profile
 from trm.hpc.render import (
-    REQUEUE_EXIT_CODE,
     Raw,
     RenderError,
     ScriptRequest,
@@ -41,7 +40,9 @@ from trm.hpc.render import (
     render_script,
     submitit_command,
 )
+from trm.hpc.scheduler import ALIVE
 from trm.hpc.spec import Resources
+from trm.rundir import EXIT_REQUEUE
 
 # LSF state -> submitit state. PSUSP/USUSP/SSUSP are jobs LSF will resume: alive, not finished.
 LSF_STATES = {
@@ -59,7 +60,6 @@ LSF_STATES = {
     "ZOMBI": "FAILED",
     "UNKWN": "UNKNOWN",
 }
-ALIVE = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED", "SUSPENDED"}
 BJOBS_FORMAT = "jobid jobindex stat exit_code delimiter='|'"
 _NOT_FOUND = re.compile(r"Job <(\d+)(?:\[(\d+)\])?> is not found")
 _SUBMITTED = re.compile(r"Job <(\d+)> is submitted to (?:default )?queue <([^>]*)>")
@@ -257,7 +257,7 @@ class LsfJobEnvironment(job_environment.JobEnvironment):
         core.logger.get_logger().info(f"Requeueing LSF job {self.job_id} ({countdown} timeouts left)")
         if os.environ.get("TRM_LSF_REQUEUE") == "brequeue":
             subprocess.check_call([LsfBackend.requeue_command, lsf_job_ref(self.job_id)], timeout=60)
-        sys.exit(REQUEUE_EXIT_CODE)
+        sys.exit(EXIT_REQUEUE)
 
 
 # The lowest value each numeric parameter takes (what a script can ask LSF for).

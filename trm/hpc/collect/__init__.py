@@ -25,7 +25,6 @@ the other rows still come out. The modules, in the order data flows through them
 
 from trm.hpc.collect.cli import main, sync_wandb, wandb_offline_dirs
 from trm.hpc.collect.output import (
-    atomic_write,
     columns,
     csv_text,
     format_markdown,
@@ -57,7 +56,6 @@ __all__ = [
     "SweepEntry",
     "SweepResult",
     "append_shared",
-    "atomic_write",
     "collect",
     "collect_sweep",
     "columns",

@@ -13,10 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trm.hpc.collect.output import atomic_write, format_markdown, format_table, write_csv
+from trm.hpc.collect.output import format_markdown, format_table, write_csv
 from trm.hpc.collect.rows import SweepResult, collect
 from trm.hpc.collect.shared import append_shared
-from trm.hpc.collect.sweep import DEFAULT_METRIC, CollectError
+from trm.hpc.collect.sweep import CollectError
+from trm.rundir import DEFAULT_METRIC, atomic_write_text
 
 
 def wandb_offline_dirs(run_dir: Path) -> list[Path]:
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(result, written[0])
             if args.markdown:
                 written.append(args.out / f"{result.name}.md")
-                atomic_write(written[-1], format_markdown(result))
+                atomic_write_text(written[-1], format_markdown(result))
             if not args.no_plots:
                 # matplotlib takes about a second to import: only when plotting
                 from trm.hpc.collect.plots import plot_sweep

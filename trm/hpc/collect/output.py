@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from trm.hpc.collect.rows import RunResult, SweepResult, higher_is_better
+from trm.rundir import atomic_write_text
 
 FIXED_COLUMNS = (
     "sweep",
@@ -87,24 +86,8 @@ def csv_text(header: list[str], records: Iterable[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary name in the same folder, fsync, rename: a reader sees the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_csv(result: SweepResult, path: Path) -> None:
-    atomic_write(path, csv_text(columns(result), (row_values(r) for r in result.rows)))
+    atomic_write_text(path, csv_text(columns(result), (row_values(r) for r in result.rows)))
 
 
 def _fmt_metric(metric: str, value: float | None, signed: bool = False) -> str:

@@ -20,8 +20,8 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trm.hpc.collect.output import atomic_write
 from trm.hpc.collect.rows import RunResult, SweepResult, higher_is_better
+from trm.rundir import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    atomic_write(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_curves(result: SweepResult, path: Path) -> bool:

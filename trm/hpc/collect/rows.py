@@ -17,11 +17,12 @@ from typing import Any
 from trm.config import RUNTIME_KEYS
 from trm.hpc.collect.rundir import RunFiles, is_number, read_run
 from trm.hpc.collect.sweep import CollectError, RunEntry, SweepEntry, resolve_input
+from trm.rundir import CONFIG, SUMMARY
 
 log = logging.getLogger("trm.hpc.collect")
 
 NOT_STARTED = "not started"
-# States before the trainer has written anything (trm.hpc.runstate: pending = submitted, not started):
+# States before the trainer has written anything (trm.rundir: pending = submitted, not started):
 # a missing summary.json is expected there.
 _PRE_START_STATES = {"pending", NOT_STARTED}
 # Config keys that never distinguish one run's computation from another's.
@@ -117,11 +118,7 @@ def _build_row(sweep: str, entry: RunEntry, files: RunFiles) -> tuple[RunResult,
     )
     config = files.config if files.config is not None else entry.config
     row.depth = _depth(config, row.problems)
-    if (
-        config is None
-        and (files.summary or files.evals or files.last_train)
-        and not (row.run_dir / "config.yaml").exists()
-    ):
+    if config is None and (files.summary or files.evals or files.last_train) and not (row.run_dir / CONFIG).exists():
         row.problems.append("no config.yaml: depth and overrides unknown")
     _set_state(row, files)
     _check_heartbeat(row, files)
@@ -168,10 +165,7 @@ def _set_state(row: RunResult, files: RunFiles) -> None:
     elif row.state == "requeued" and message:
         row.problems.append(message)  # "preempted at step N ...; requeued" or "timed out ..."
     elif (
-        files.exists
-        and summary is None
-        and not (row.run_dir / "summary.json").exists()
-        and row.state not in _PRE_START_STATES
+        files.exists and summary is None and not (row.run_dir / SUMMARY).exists() and row.state not in _PRE_START_STATES
     ):
         row.problems.append("no summary.json yet (the trainer writes it at its first log interval)")
     if files.torn_tail and row.state != "running":

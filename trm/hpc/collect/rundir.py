@@ -19,8 +19,10 @@ from typing import Any
 import yaml
 
 from trm.config import Config, to_yaml
+from trm.rundir import CONFIG, METRICS, RUN_FILES, STATUS, SUMMARY, looks_like_run_dir
 
-RUN_FILES = ("config.yaml", "summary.json", "metrics.jsonl", "status.json")
+__all__ = ["RUN_FILES", "RunFiles", "config_as_text", "flat_yaml", "is_number", "looks_like_run_dir", "read_run"]
+
 # config.yaml values are read as the text the trainer wrote (`true`, `0.002`, `[a, b]` items): the
 # collector compares and prints them, it does not compute with them, and libyaml's base loader is
 # about 10x faster than the typed pure-Python one (bench/collect.py reads 1000 of them).
@@ -95,8 +97,10 @@ class _NotFlat(Exception):
 def flat_yaml(text: str) -> dict[str, Any]:
     """`{"arch.L_layers": "2", "data.data_paths": ["data/x"], ...}` from YAML text of nested mappings.
 
-    Built from libyaml's event stream: about 2x faster than `yaml.load` + flatten, which builds the tree
-    first (the collector reads one config.yaml per run). Other shapes go through `yaml.load`.
+    Built from libyaml's event stream: about 2x faster than `yaml.load` + flatten with the same C loader,
+    which builds the tree in Python first, and 2.7x faster than CSafeLoader (1000 config.yaml: 0.34 s
+    against 0.66 s and 0.90 s CPU; bench/collect.py: 1.3 s against 2.0 s CPU for 1000 runs, where the
+    target is 2 s). Other shapes go through `yaml.load`.
     """
     try:
         return _flat_from_events(text)
@@ -242,12 +246,8 @@ def read_run(run_dir: Path) -> RunFiles:
     files = RunFiles(run_dir=run_dir, exists=run_dir.is_dir())
     if not files.exists:
         return files
-    files.config = _read_config(run_dir / "config.yaml", files.problems)
-    files.summary = _read_json(run_dir / "summary.json", files.problems)
-    files.status = _read_json(run_dir / "status.json", files.problems)
-    _read_metrics(run_dir / "metrics.jsonl", files)
+    files.config = _read_config(run_dir / CONFIG, files.problems)
+    files.summary = _read_json(run_dir / SUMMARY, files.problems)
+    files.status = _read_json(run_dir / STATUS, files.problems)
+    _read_metrics(run_dir / METRICS, files)
     return files
-
-
-def looks_like_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in RUN_FILES)

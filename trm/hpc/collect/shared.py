@@ -9,9 +9,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from trm.hpc.collect.output import atomic_write, columns, csv_text, row_values
+from trm.hpc.collect.output import columns, csv_text, row_values
 from trm.hpc.collect.rows import SweepResult
 from trm.hpc.collect.sweep import CollectError
+from trm.rundir import atomic_write_text
 
 # Lease of the shared results file's lock; fixed, because every collector of one file must agree on it.
 SHARED_LEASE_S = 30.0
@@ -53,7 +54,7 @@ def append_shared(
                     index[row["run_dir"]] = len(rows)
                     rows.append(row)
                     added += 1
-            atomic_write(path, csv_text(header, rows))
+            atomic_write_text(path, csv_text(header, rows))
     except Timeout:
         raise CollectError(
             f"{path}: could not take the lock {path}.lock within {timeout_s:g} s: another "

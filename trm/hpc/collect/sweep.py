@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trm.hpc.collect.rundir import RUN_FILES, config_as_text, looks_like_run_dir
-
-DEFAULT_METRIC = "eval/exact_accuracy"
+from trm.hpc.collect.rundir import config_as_text
+from trm.rundir import DEFAULT_METRIC, RUN_FILES, looks_like_run_dir
 
 
 class CollectError(ValueError):
