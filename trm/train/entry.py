@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None, on_error: Callable[[str], None] | None =
         print(__doc__.strip())
         return 0
     path = argv.pop(0) if argv and not is_override(argv[0]) else None
+    from trm.train.checkpoint_manager import ResumeError
     from trm.train.init_weights import InitError
-    from trm.train.loop import ResumeError, Trainer
+    from trm.train.loop import Trainer
     from trm.train.runlog import RunDirError
 
     env = None
