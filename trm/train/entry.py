@@ -3,6 +3,7 @@
     python tools/train.py CONFIG.yaml [key=value ...]           # one process (CPU, one GPU, MPS)
     torchrun --nproc_per_node=4 tools/train.py CONFIG.yaml ...  # one node, 4 GPUs
     python -m trm.train CONFIG.yaml ...                         # same as tools/train.py
+    trm-train CONFIG.yaml ...                                   # same: the console script pip installs
 
 Overrides use the config tree's dotted keys (`arch.L_layers=4`) or the paper's names
 (`lr=1e-4 ema=True +run_name=x`); see trm/config.py. The first word is the config file unless
