@@ -174,3 +174,32 @@ def test_trm_train_console_script_and_python_m_both_run_the_trainer(tmp_path):
         timeout=limit(60),
     )
     assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+
+
+def test_trainer_classes_set_every_attribute_in_init():
+    """A reader finds everything an object holds in its __init__: no `self.x = ...` elsewhere first."""
+    import ast
+
+    late = []
+    for path in sorted((Path(__file__).parents[1] / "trm" / "train").glob("*.py")):
+        for cls in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef)):
+            methods = [f for f in cls.body if isinstance(f, ast.FunctionDef)]
+            set_in = {f.name: _self_attributes_set(f) for f in methods}
+            for name, attrs in set_in.items():
+                late += [
+                    f"{path.name}: {cls.name}.{a} first set in {name}" for a in attrs - set_in.get("__init__", set())
+                ]
+    assert late == []
+
+
+def _self_attributes_set(fn) -> set[str]:  # noqa: ANN001 - an ast.FunctionDef
+    import ast
+
+    out = set()
+    for node in ast.walk(fn):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for t in targets:
+            for e in t.elts if isinstance(t, ast.Tuple) else [t]:
+                if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "self":
+                    out.add(e.attr)
+    return out
