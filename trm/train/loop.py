@@ -159,7 +159,7 @@ class Trainer:
         a non-finite loss gives EXIT_FAILED. Every `eval.eval_interval` epochs (a chunk): evaluate."""
         watch, bar = self._begin()
         try:
-            while self.step < self.stop_at and self.iterator.chunk < self.num_chunks:
+            while not self._at_end():
                 chunk = self.iterator.chunk
                 self.batches = Prefetcher(
                     self.iterator.chunk_batches(),
@@ -181,12 +181,10 @@ class Trainer:
                     self.checkpoints.maybe_save(self, checkpoint_due)
                     if self.step >= self.stop_at:
                         break
-                else:  # the chunk's epochs are done
+                else:  # the chunk's epochs are done: evaluate
                     self.batches = None
                     if chunk >= self.cfg.eval.min_eval_interval:
-                        self._log_eval(
-                            self.evaluate(final=self.iterator.chunk >= self.num_chunks or self.step >= self.stop_at)
-                        )
+                        self._log_eval(self.evaluate(final=self._at_end()))
                         self.checkpoints.after_eval(self)
             return self._finish(bar)
         except guards.NonFiniteLoss as e:
@@ -200,7 +198,12 @@ class Trainer:
             self.logger.finish()
             self.close()
 
+    def _at_end(self) -> bool:
+        """The run is done: train.max_steps reached, or the last chunk's epochs."""
+        return self.step >= self.stop_at or self.iterator.chunk >= self.num_chunks
+
     def _begin(self) -> tuple[StopWatch, tqdm]:
+        """Start the clocks, the signal handlers and the progress bar; say what is about to run."""
         cfg = self.cfg
         self._t_start = time.monotonic()
         watch = StopWatch(cfg.train.signals, cfg.train.time_limit_minutes, cfg.train.time_limit_margin_minutes)
