@@ -243,7 +243,7 @@ class Trainer:
 
     def _stop(self, reason: str, cancel: bool) -> int:
         """Checkpoint and leave: a cancel (TERM/INT on any rank) stops, anything else asks for a requeue."""
-        self.save_checkpoint(wait=True)
+        self.checkpoints.save(self, wait=True)
         self._write_summary("cancelled" if cancel else "checkpointed")
         if cancel:
             self.say(
