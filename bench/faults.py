@@ -6,7 +6,7 @@ nothing) and whether the final state is bit-identical to an uninterrupted run.
     python bench/faults.py [--kills 10] [--seed 0] [--keep DIR]
 
 Every fault runs the real trainer (`tools/train.py`, tiny 4x4 Sudoku config, one process on the CPU)
-or the real queue runner (`tools/queue.py`) in child processes, as a user would start them:
+or the real queue runner (`tools/run_queue.py`) in child processes, as a user would start them:
 
 1. kills     N SIGKILLs at random moments (a checkpoint every step, so many land mid-write), each
              followed by `train.resume=auto`, until the run is done; compared with a straight run.
@@ -254,7 +254,7 @@ def fault_queue(root: Path, rng: random.Random, lines: int = 8) -> dict:
         if all(j.state == "done" for j in jobs):
             break
         runner = subprocess.Popen(
-            [PY, str(ROOT / "tools/queue.py"), "jobs.txt"],
+            [PY, str(ROOT / "tools/run_queue.py"), "jobs.txt"],
             cwd=q,
             env=ENV,
             stdout=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""tools/queue.py: several runners share one jobs.txt; every line runs once; dead runners' lines
+"""tools/run_queue.py: several runners share one jobs.txt; every line runs once; dead runners' lines
 are reclaimed; exit 75 puts a line back; a real training line runs to its summary."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from trm.hpc.jobs_file import parse_jobs_text
 from trm.hpc.queue import QueueRunner
 
 REPO = Path(__file__).resolve().parents[1]
-QUEUE = [sys.executable, str(REPO / "tools" / "queue.py")]
+QUEUE = [sys.executable, str(REPO / "tools" / "run_queue.py")]
 HOST = socket.gethostname().split(".")[0]
 
 

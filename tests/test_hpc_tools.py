@@ -21,7 +21,7 @@ SPECS = sorted((REPO / "jobs").glob("*.yaml"))
 
 
 def _tool(name: str) -> ModuleType:
-    """tools/<name>.py as a module; tools/ stays off sys.path (its queue.py shadows the stdlib's)."""
+    """tools/<name>.py loaded as a module (tools/ is no package)."""
     spec = importlib.util.spec_from_file_location(f"trm_tool_{name}", REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]

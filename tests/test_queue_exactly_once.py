@@ -18,7 +18,7 @@ from trm.hpc.jobs_file import JobsFileError, parse_jobs_text, parse_line
 from trm.hpc.queue import QueueRunner
 
 REPO = Path(__file__).resolve().parents[1]
-QUEUE = [sys.executable, str(REPO / "tools" / "queue.py")]
+QUEUE = [sys.executable, str(REPO / "tools" / "run_queue.py")]
 
 WORK = """
 import pathlib, sys, time

@@ -46,6 +46,6 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not tools/ (its queue.py is not the stdlib one)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # run from a checkout without installing
 
     sys.exit(main(sys.argv[1:]))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not tools/ (its queue.py is not the stdlib one)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # run from a checkout without installing
     from trm.hpc.collect import main
 
     sys.exit(main())

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[0] = str(ROOT)  # the repo (not tools/, whose queue.py is no stdlib queue)
+sys.path[0] = str(ROOT)  # run from a checkout without installing
 
 from trm.data.build import main as build  # noqa: E402
 from trm.train.entry import main as train  # noqa: E402

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the repo, not tools/ (its queue.py is not the stdlib one)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # run from a checkout without installing
     from trm.data.show import main
 
     sys.exit(main(sys.argv[1:]))

@@ -20,9 +20,7 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    # Run from a checkout without installing; replacing (not prepending) drops tools/ from the path,
-    # whose queue.py would shadow the standard library's queue module.
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # run from a checkout without installing
 
 from trm.hpc.jobs_file import JobsFileError, jobs_sweep  # noqa: E402
 from trm.hpc.profile import ProfileError, load_profile  # noqa: E402

@@ -10,6 +10,6 @@ submit.py     plan (never clobber), freeze configs, submit arrays, cancel
 runstate.py   status.json of a run directory
 scheduler.py  batched job states and cancel (sacct/squeue, bjobs, local pids)
 status.py     the per-run table of tools/status.py
-queue.py      the jobs.txt runner of tools/queue.py
+queue.py      the jobs.txt runner of tools/run_queue.py
 collect/      results CSV and plots (tools/collect.py)
 """

@@ -7,7 +7,7 @@
     [!] python tools/train.py trm/configs/quickstart.yaml seed=3 [exit 1]      failed (exit status)
     # comments and blank lines are kept as they are
 
-`tools/queue.py` runs the pending lines here (see `trm.hpc.queue`); `tools/submit.py jobs.txt`
+`tools/run_queue.py` runs the pending lines here (see `trm.hpc.queue`); `tools/submit.py jobs.txt`
 turns them into a sweep (`jobs_sweep`: training lines train as runs, any other line runs as a plain
 command) and marks the submitted lines `[-] ... [slurm:<job id>]`; the job marks its line `[x]` or
 `[!] ... [exit N]` when it ends (`tools/status.py jobs.txt` does it for a job that died silently).

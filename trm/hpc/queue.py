@@ -1,4 +1,4 @@
-"""The jobs.txt runner: claim the next pending line, run it, mark it done or failed (tools/queue.py).
+"""The jobs.txt runner: claim the next pending line, run it, mark it done or failed (tools/run_queue.py).
 
     runner = QueueRunner(Path("jobs.txt"), gpu=0)
     runner.run()            # until no pending line is left
@@ -252,7 +252,7 @@ class QueueRunner:
 
 
 def cli(doc: str, argv: list[str] | None = None) -> int:
-    """tools/queue.py's command line (kept here: that script must stay importable as `queue`)."""
+    """tools/run_queue.py's command line."""
     from trm.hpc.jobs_file import JobsFileError
 
     p = argparse.ArgumentParser(

@@ -6,7 +6,7 @@
 The controller starts one process per task (ranks from SUBMITIT_LOCAL_*), sends USR2 before the
 time limit and restarts the tasks when rank 0 exits with submitit's requeue code (the trainer
 checkpointed). Jobs run one after another or side by side, as many as are submitted: on a laptop,
-submit a sweep as one job after the other with `tools/submit.py --sequential` or use tools/queue.py.
+submit a sweep as one job after the other with `tools/submit.py --sequential` or use tools/run_queue.py.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Run the pending lines of a jobs.txt on this machine; several runners can share one file.
 
-    python tools/queue.py jobs.txt                 # run pending lines one after another
-    python tools/queue.py jobs.txt --gpu 0 &       # one runner per GPU, all on the same file
-    python tools/queue.py jobs.txt --gpu 1 &
-    python tools/queue.py jobs.txt --once          # just the next pending line
+    python tools/run_queue.py jobs.txt                 # run pending lines one after another
+    python tools/run_queue.py jobs.txt --gpu 0 &       # one runner per GPU, all on the same file
+    python tools/run_queue.py jobs.txt --gpu 1 &
+    python tools/run_queue.py jobs.txt --once          # just the next pending line
 
 jobs.txt: one command a line, `[ ]` pending, `[-] ... [host:pid]` running, `[x]` done, `[!] ... [exit N]`
 failed, `#` comments (see trm/hpc/jobs_file.py). Commands run with bash in the file's folder. A line
@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    # Run from a checkout without installing; replacing (not prepending) drops tools/ from the path.
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # run from a checkout without installing
     from trm.hpc.queue import cli
 
     sys.exit(cli(__doc__))
