@@ -88,8 +88,8 @@ def bench(name: str, batch: int, work: Path) -> None:
         t0 = time.perf_counter()
         t.save_checkpoint()
         stalls.append(time.perf_counter() - t0)
-        t.writer.join()
-    write_s = t.writer.last_write_s
+        t.checkpoints.writer.join()
+    write_s = t.checkpoints.writer.last_write_s
     newest = ckpt.latest(t.run_dir.checkpoints)
     size = du(newest)
 

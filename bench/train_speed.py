@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             out["speedup_vs_eager"] = float(np.median(eager_times) / np.median(fast_times))
         for trainer in (fast, *([eager_bench.t] if eager_bench else [])):
             with contextlib.suppress(Exception):
-                trainer.writer.join()
+                trainer.checkpoints.writer.join()
             close = getattr(trainer, "close", None)
             if close is not None:
                 close()

@@ -18,8 +18,8 @@ from conftest import ROOT, TINY
 from trm import config as C
 from trm.data.format import read_split
 from trm.data.iterator import TrainIterator
-from trm.model.puzzle_emb import sum_per_slot
 from trm.model.trm import resolve_dtype
+from trm.train.optim import sum_per_slot
 from trm.train.prefetch import Prefetcher
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import TINY, run_trainer
+from waits import limit
 
 from trm.train.entry import main
 
@@ -145,3 +146,61 @@ def test_an_existing_run_is_never_overwritten(sudoku4, tmp_path):
         "arch.hidden_size: 32 -> 48",
     )
     assert (tmp_path / "r" / "summary.json").read_text() == summary
+
+
+# ---------------------------------------------------------------------------------------------------
+# the entry points a user types
+
+
+def test_trm_train_console_script_and_python_m_both_run_the_trainer(tmp_path):
+    """`trm-train` (the console script pip installs into the venv's bin) and `python -m trm.train`
+    both reach trm.train.entry:main; importing trm.train.__main__ runs nothing."""
+    import subprocess
+    import sys
+
+    installed = Path(sys.executable).parent / "trm-train"
+    assert installed.is_file(), f"{installed} is missing: ./setup.sh installs it"
+    assert "from trm.train.entry import main" in installed.read_text()  # not a module that runs on import
+    for cmd in ([str(installed)], [sys.executable, "-m", "trm.train"]):
+        res = subprocess.run([*cmd, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=limit(60))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith("Command line of the trainer") and "trm-train CONFIG.yaml" in res.stdout
+        res = subprocess.run([*cmd, "no-such.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=limit(60))
+        assert res.returncode == 2 and "no-such.yaml" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    res = subprocess.run(
+        [sys.executable, "-c", "import trm.train.__main__"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=limit(60),
+    )
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+
+
+def test_trainer_classes_set_every_attribute_in_init():
+    """A reader finds everything an object holds in its __init__: no `self.x = ...` elsewhere first."""
+    import ast
+
+    late = []
+    for path in sorted((Path(__file__).parents[1] / "trm" / "train").glob("*.py")):
+        for cls in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef)):
+            methods = [f for f in cls.body if isinstance(f, ast.FunctionDef)]
+            set_in = {f.name: _self_attributes_set(f) for f in methods}
+            for name, attrs in set_in.items():
+                late += [
+                    f"{path.name}: {cls.name}.{a} first set in {name}" for a in attrs - set_in.get("__init__", set())
+                ]
+    assert late == []
+
+
+def _self_attributes_set(fn) -> set[str]:  # noqa: ANN001 - an ast.FunctionDef
+    import ast
+
+    out = set()
+    for node in ast.walk(fn):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for t in targets:
+            for e in t.elts if isinstance(t, ast.Tuple) else [t]:
+                if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "self":
+                    out.add(e.attr)
+    return out

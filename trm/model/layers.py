@@ -58,7 +58,7 @@ class CastedEmbedding(nn.Module):
     def __init__(self, num_embeddings: int, dim: int, init_std: float, dtype: torch.dtype) -> None:
         super().__init__()
         self.dtype = dtype
-        # Named as in the reference, so its checkpoints load (see trm.train.loop.load_weights).
+        # Named as in the reference, so its checkpoints load (see trm.train.init_weights).
         self.embedding_weight = nn.Parameter(trunc_normal_init_(torch.empty(num_embeddings, dim), std=init_std))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

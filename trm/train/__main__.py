@@ -1,5 +1,8 @@
+"""`python -m trm.train CONFIG.yaml [key=value ...]`: the trainer's command line (trm.train.entry)."""
+
 import sys
 
 from trm.train.entry import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -200,17 +200,14 @@ class CheckpointWriter:
         self.wait_timeout_s = wait_timeout_s
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        self.last_stall_s = 0.0
         self.last_write_s = 0.0
 
     def save(self, step: int, main_state: dict | None, rank_state: dict, wait: bool = False) -> None:
         """main_state is given on rank 0 only. Tensors that change in place later must be cloned by
         the caller's `to_cpu(..., clone=True)`; this only moves device tensors to the CPU."""
-        t0 = time.perf_counter()
         self.join()  # one save at a time
         main_cpu = to_cpu(main_state, clone=False) if main_state is not None else None
         rank_cpu = to_cpu(rank_state, clone=False)
-        self.last_stall_s = time.perf_counter() - t0
         if self.background and not wait:
             self._thread = threading.Thread(
                 target=self._run, args=(step, main_cpu, rank_cpu), daemon=True, name=f"checkpoint-{step}"
@@ -219,7 +216,6 @@ class CheckpointWriter:
         else:
             self._run(step, main_cpu, rank_cpu)
             self.raise_error()
-            self.last_stall_s = time.perf_counter() - t0
 
     def _run(self, step: int, main_state: dict | None, rank_state: dict) -> None:
         try:

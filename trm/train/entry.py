@@ -3,6 +3,7 @@
     python tools/train.py CONFIG.yaml [key=value ...]           # one process (CPU, one GPU, MPS)
     torchrun --nproc_per_node=4 tools/train.py CONFIG.yaml ...  # one node, 4 GPUs
     python -m trm.train CONFIG.yaml ...                         # same as tools/train.py
+    trm-train CONFIG.yaml ...                                   # same: the console script pip installs
 
 Overrides use the config tree's dotted keys (`arch.L_layers=4`) or the paper's names
 (`lr=1e-4 ema=True +run_name=x`); see trm/config.py. The first word is the config file unless
@@ -33,8 +34,9 @@ def main(argv: list[str] | None = None, on_error: Callable[[str], None] | None =
         print(__doc__.strip())
         return 0
     path = argv.pop(0) if argv and not is_override(argv[0]) else None
+    from trm.train.checkpoint_manager import ResumeError
     from trm.train.init_weights import InitError
-    from trm.train.loop import ResumeError, Trainer
+    from trm.train.loop import Trainer
     from trm.train.runlog import RunDirError
 
     env = None

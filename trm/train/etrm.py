@@ -23,6 +23,7 @@ from trm.data.fewshot import FewShotBatch, FewShotTrainIterator, fewshot_eval_ba
 from trm.data.format import Split
 from trm.model.trm import TRM
 from trm.train.losses import act_loss
+from trm.train.metrics import metric_row
 
 if TYPE_CHECKING:
     from trm.train.loop import Trainer
@@ -123,7 +124,7 @@ def online_step(tr: Trainer, batch: FewShotBatch) -> torch.Tensor:
             tr.ema.update()
     tr.carry = None  # reset every batch: nothing to carry over (or to checkpoint)
     tr._lr = lr
-    return tr._stack(metrics, tr.device)
+    return metric_row(metrics, tr.device)
 
 
 def freeze_decoder_grads(tr: Trainer) -> None:

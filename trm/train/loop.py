@@ -4,8 +4,9 @@
 
 Per step (the reference's train_batch): refill halted slots, one supervision step, loss / global
 batch, backward (DDP sums gradients over ranks), AdamATan2 + sparse sign-SGD, EMA. Every
-`eval.eval_interval` epochs: evaluation with the EMA weights, then a checkpoint. A stop request
-(signal or time limit) checkpoints at the next step boundary and returns EXIT_REQUEUE.
+`eval.eval_interval` epochs: evaluation with the EMA weights. When to checkpoint and what a
+checkpoint holds is trm.train.checkpoint_manager's; a stop request (signal or time limit)
+checkpoints at the next step boundary and returns EXIT_REQUEUE (EXIT_STOPPED for a cancel).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,24 +23,25 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from trm import config as C
-from trm.data.format import DatasetError, Metadata, read_split, validate_dataset
+from trm.data.format import DatasetError, read_split, validate_dataset
 from trm.data.iterator import Batch, TrainIterator, eval_batches, valid_prefix
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
 from trm.rundir import EXIT_REQUEUE, EXIT_STOPPED
 from trm.train import checkpoint as ckpt
 from trm.train import etrm, guards, runlock
+from trm.train.checkpoint_manager import CheckpointManager
 from trm.train.compiled import compile_recursion
 from trm.train.dist import DistEnv, any_true, broadcast_object, gather_objects
-from trm.train.init_weights import InitError, load_initial_weights
+from trm.train.init_weights import load_initial_weights
 from trm.train.losses import METRIC_KEYS, act_loss, halted_loss_sums
-from trm.train.optim import EMA, AdamATan2, lr_at
+from trm.train.metrics import MetricSums, eval_means, metric_row, reduce_sums, train_means
+from trm.train.optim import EMA, AdamATan2, SignSGD, lr_at
 from trm.train.preempt import StopWatch
 from trm.train.prefetch import Prefetcher
 from trm.train.runlog import RunDir, RunDirError, make_logger
 
-
-class ResumeError(RuntimeError):
-    """A checkpoint that cannot be resumed from as asked."""
+if TYPE_CHECKING:
+    from trm.train.runlog import NullLogger, WandbLogger
 
 
 def _sum_hook(state, bucket):  # noqa: ANN001 - DDP inspects these annotations: leave them off
@@ -53,6 +55,19 @@ def run_name(cfg: C.Config) -> str:
         return cfg.run.name
     data = Path(cfg.data.data_paths[0]).name if cfg.data.data_paths else "run"
     return f"{data}-{C.config_hash(cfg)[:8]}"
+
+
+def _batch_sizes(cfg: C.Config, world_size: int) -> tuple[int, int, int]:
+    """(global train batch, this rank's share, global eval batch); both must split evenly over ranks."""
+    train = cfg.train.global_batch_size
+    if train % world_size:
+        raise C.ConfigError(
+            f"train.global_batch_size ({train}) must be divisible by the number of ranks ({world_size})"
+        )
+    eval_ = cfg.eval.global_batch_size or train
+    if eval_ % world_size:
+        raise C.ConfigError(f"eval.global_batch_size ({eval_}) must be divisible by the number of ranks ({world_size})")
+    return train, train // world_size, eval_
 
 
 def _load_data(cfg: C.Config) -> tuple[Any, Any]:
@@ -79,114 +94,55 @@ def _load_data(cfg: C.Config) -> tuple[Any, Any]:
 
 
 class Trainer:
+    """One run: built and resumed in __init__, trained by fit(); one Trainer per run directory."""
+
     def __init__(self, cfg: C.Config, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
         self.device = env.device
         tc = cfg.train
         C.check_runnable(cfg)
         self.train_split, self.test_split = _load_data(cfg)
-        meta: Metadata = self.train_split.meta
-        self.B = tc.global_batch_size
-        if self.B % env.world_size:
-            raise C.ConfigError(
-                f"train.global_batch_size ({self.B}) must be divisible by the number of ranks ({env.world_size})"
-            )
-        self.local_B = self.B // env.world_size
-        self.eval_B = cfg.eval.global_batch_size or self.B
-        if self.eval_B % env.world_size:
-            raise C.ConfigError(
-                f"eval.global_batch_size ({self.eval_B}) must be divisible by the number of ranks ({env.world_size})"
-            )
+        self.B, self.local_B, self.eval_B = _batch_sizes(cfg, env.world_size)
         self.dtype = resolve_dtype(cfg.arch.forward_dtype, self.device)
         # Encoder mode (ETRM): the few-shot view of the data; checked before anything is built.
         self.fewshot = (
             etrm.EncoderData.load(cfg, self.train_split, self.test_split) if cfg.arch.encoder_type != "none" else None
         )
-
-        guards.check_fits_memory(
-            cfg.arch, meta.vocab_size, meta.seq_len, max(1, meta.num_puzzle_identifiers), self.local_B, self.device
-        )  # before allocating: an absurd size must not take the machine
-        torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        self.model = TRM(
-            cfg.arch,
-            meta.vocab_size,
-            meta.seq_len,
-            max(1, meta.num_puzzle_identifiers),
-            self.local_B,
-            self.dtype,
-            pad_id=meta.pad_id,
-        ).to(self.device)
-        if tc.act_mode == "online":
-            self.model.halt_max_steps = cfg.arch.num_act_steps  # evaluation runs the steps training ran
+        self.model = self._build_model()
         self.num_params = count_parameters(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        oc = cfg.optim
-        groups, self.decoder_params = etrm.encoder_param_groups(self.model, oc.encoder_lr_scale)
-        self.adam = (
-            None
-            if oc.freeze_weights
-            else AdamATan2(groups, lr=0.0, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay)
-        )
-        emb = self.model.inner.puzzle_emb
-        from trm.model.puzzle_emb import SignSGD  # local: only the trainer builds optimizers
-
-        self.sparse = SignSGD(emb, 0.0, oc.puzzle_emb_weight_decay) if emb is not None else None
-        self.ema = EMA(self.params, tc.ema_rate) if tc.ema and not oc.freeze_weights else None
-        if oc.freeze_weights:
-            for p in self.params:
-                p.requires_grad_(False)
-        self.forward_module: torch.nn.Module = self.model
-        if env.distributed and not oc.freeze_weights:
-            ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, broadcast_buffers=False, bucket_cap_mb=25, device_ids=None
-            )
-            ddp.register_comm_hook(None, _sum_hook)
-            self.forward_module = ddp
+        self.adam, self.sparse, self.ema, self.decoder_params = self._build_optimizers()
+        self.forward_module = self._distribute()
         if tc.compile:
             compile_recursion(self.model.inner, tc.cuda_graphs, lambda line: self.say(line))
-        self.batches: Prefetcher | None = None  # the chunk's batches, when the loop is running
-
-        self.iterator = (
-            TrainIterator(
-                self.train_split,
-                self.B,
-                env.rank,
-                env.world_size,
-                tc.seed,
-                cfg.eval.eval_interval,
-                cfg.data.max_train_groups,
-            )
-            if self.fewshot is None
-            else self.fewshot.train_iterator(cfg, env.rank, env.world_size)
-        )
-        self.num_chunks = tc.epochs // cfg.eval.eval_interval
-        self.total_steps = int(tc.epochs * self.iterator.examples_per_epoch() / self.B)
-        if self.total_steps < 1:
-            raise C.ConfigError(
-                f"train.epochs={tc.epochs} over {self.iterator.num_groups} groups gives no full batch "
-                f"of {self.B}; raise train.epochs or lower train.global_batch_size"
-            )
-        self.stop_at = min(self.total_steps, tc.max_steps) if tc.max_steps > 0 else self.total_steps
-        # The step the run will end at: the reference's step count includes the partial batch each chunk
-        # drops, so the chunks' own batches bound it too. This is the denominator users see.
-        self.final_step = min(self.stop_at, self.num_chunks * self.iterator.batches_in_chunk())
+        self.iterator = self._build_iterator()
+        self.num_chunks, self.total_steps, self.stop_at, self.final_step = self._schedule()
         # Exploration draws for the whole global batch, from one generator that every rank shares.
         self.explore_gen = torch.Generator(device=self.device)
         self.explore_gen.manual_seed(tc.seed + 1)
         torch.manual_seed(tc.seed + env.rank)  # whatever else draws from the global RNG: per rank, as the reference
 
+        # Where the run stands; a checkpoint holds all of it (trm.train.checkpoint_manager).
         self.step = 0
         self.carry: Carry | None = None
+        self.acc = MetricSums(self.device)  # this log interval's metric sums
         self.best: dict[str, dict[str, float]] = {}
         self.final: dict[str, float] = {}
-        self.elapsed_before = 0.0
-        self.attempts = 1
         self.last_eval_step = -1
+        self.elapsed_before = 0.0  # seconds spent by earlier attempts
+        self.attempts = 1
+        self.batches: Prefetcher | None = None  # the chunk's batches, when the loop is running
+        self._lr = 0.0  # the step's learning rate, for the log
+        self._t_start = self._t_log = time.monotonic()  # fit() starts both clocks again
+
         self.name = run_name(cfg)
         self.run_dir = RunDir(Path(cfg.run.root) / self.name)
         self.run_lock = runlock.acquire_run_lock(self.run_dir.path, env)  # one trainer per run directory
         try:
-            self._init_run_state(cfg, env)
+            self.checkpoints = CheckpointManager(tc, self.run_dir, env)
+            if not self.checkpoints.resume(self):
+                self._load_initial_weights()
+            self.logger = self._open_logger()
         except BaseException:
             self.close()
             raise
@@ -196,184 +152,134 @@ class Trainer:
         if getattr(self, "run_lock", None) is not None:
             self.run_lock.release()
 
-    def _init_run_state(self, cfg: C.Config, env: DistEnv) -> None:
-        tc = cfg.train
-        self.acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
-        self.acc_steps = 0
-        self.writer = ckpt.CheckpointWriter(
-            self.run_dir.checkpoints, tc.keep_checkpoints, env.rank, env.world_size, background=True
-        )
-        self._resume()
-        if env.is_main:
-            self.run_dir.write_config(cfg, allow_change=tc.resume_ignore_config_change)
-            self.logger = make_logger(cfg.log.wandb, cfg.run.project, self.name, self.run_dir, C.to_dict(cfg))
-        else:
-            self.logger = make_logger("off", "", "", self.run_dir, {})
-
     # ------------------------------------------------------------------------------------------
-    # state
+    # the loop
 
-    def _main_state(self) -> dict[str, Any]:
-        clone = lambda x: ckpt.to_cpu(x, clone=True)  # noqa: E731 - these change in place next step
-        return {
-            "model": clone(self.model.state_dict()),
-            "ema": clone(self.ema.state_dict()) if self.ema else None,
-            "adam": clone(self.adam.state_dict()) if self.adam else None,
-            "sparse": self.sparse.state_dict() if self.sparse else None,
-            "step": self.step,
-            "total_steps": self.total_steps,
-            "iterator": self.batches.resume_state() if self.batches is not None else self.iterator.state_dict(),
-            "explore_gen": self.explore_gen.get_state().cpu(),
-            "best": dict(self.best),
-            "final": dict(self.final),
-            "last_eval_step": self.last_eval_step,
-            "elapsed_s": self._elapsed(),
-            "attempts": self.attempts,
-            "world_size": self.env.world_size,
-            "config": C.to_dict(self.cfg),
-            "config_hash": C.config_hash(self.cfg),
-        }
+    def fit(self) -> int:
+        """Train to the end (0) or to a stop request (EXIT_REQUEUE, EXIT_STOPPED; checkpointed first);
+        a non-finite loss gives EXIT_FAILED. Every `eval.eval_interval` epochs (a chunk): evaluate."""
+        watch, bar = self._begin()
+        try:
+            while not self._at_end():
+                chunk = self.iterator.chunk
+                self.batches = Prefetcher(
+                    self.iterator.chunk_batches(),
+                    self.device,
+                    self.iterator.state_dict,
+                    lookahead=self.device.type == "cuda",
+                )
+                for batch in self.batches:
+                    self.acc += self.train_step(batch)
+                    bar.update(1)
+                    if self.step % self.cfg.log.log_interval == 0 or self.step >= self.stop_at:
+                        self._log_train(bar)
+                    # One collective per step: whether any rank must stop, or its clock says checkpoint.
+                    stop, checkpoint_due, cancel = any_true(
+                        self.env, watch.local_reason() is not None, self.checkpoints.time_due(), watch.cancelled()
+                    )
+                    if stop:
+                        return self._stop(watch.local_reason() or "another rank's request", cancel)
+                    self.checkpoints.maybe_save(self, checkpoint_due)
+                    if self.step >= self.stop_at:
+                        break
+                else:  # the chunk's epochs are done: evaluate
+                    self.batches = None
+                    if chunk >= self.cfg.eval.min_eval_interval:
+                        self._log_eval(self.evaluate(final=self._at_end()))
+                        self.checkpoints.after_eval(self)
+            return self._finish(bar)
+        except guards.NonFiniteLoss as e:
+            return self._failed(e)
+        except BaseException as e:
+            self._failed(e)
+            raise
+        finally:
+            bar.close()
+            watch.restore()
+            self.logger.finish()
+            self.close()
 
-    def _rank_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "carry": self.carry.state_dict() if self.carry is not None else None,
-            "torch_rng": torch.get_rng_state(),
-            # the metrics of a log interval cut by the checkpoint, so resumed lines match
-            "metric_acc": self.acc.clone(),
-            "metric_steps": self.acc_steps,
-        }
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
+    def _at_end(self) -> bool:
+        """The run is done: train.max_steps reached, or the last chunk's epochs."""
+        return self.step >= self.stop_at or self.iterator.chunk >= self.num_chunks
+
+    def _begin(self) -> tuple[StopWatch, tqdm]:
+        """Start the clocks, the signal handlers and the progress bar; say what is about to run."""
+        cfg = self.cfg
+        self._t_start = time.monotonic()
+        watch = StopWatch(cfg.train.signals, cfg.train.time_limit_minutes, cfg.train.time_limit_margin_minutes)
+        bar = tqdm(
+            total=self.final_step,
+            initial=self.step,
+            disable=not (cfg.log.progress and self.env.is_main),
+            dynamic_ncols=True,
+            unit="step",
+            mininterval=1.0 if _isatty() else 60.0,
+        )
+        self.say(
+            f"run {self.name}: {self.num_params:,} parameters, {self.env.world_size} rank(s) on {self.device.type} "
+            f"({str(self.dtype).removeprefix('torch.')}), {self.final_step} steps of {self.B} "
+            f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}"
+        )
+        if self.dtype == torch.float16:
+            self.say(
+                "warning: arch.forward_dtype=float16 runs without loss scaling: gradients under float16's "
+                "range (6e-8) become zero. auto picks bfloat16 on GPUs that have it and float32 elsewhere"
+            )
+        self._write_summary("running")
+        self._t_log = time.monotonic()
+        self.checkpoints.start(self.step)
+        return watch, bar
+
+    def _finish(self, bar: tqdm) -> int:
+        """The last interval's log line, the final evaluation and checkpoint, unless already done."""
+        if self.acc.num_steps:
+            self._log_train(bar)
+        if self.last_eval_step != self.step:
+            self._log_eval(self.evaluate(final=True))
+        self.checkpoints.finish(self)
+        self._write_summary("done")
+        self.say(f"finished at step {self.step} in {self.elapsed():.1f} s; summary in {self.run_dir.summary_path}")
+        return 0
+
+    def _stop(self, reason: str, cancel: bool) -> int:
+        """Checkpoint and leave: a cancel (TERM/INT on any rank) stops, anything else asks for a requeue."""
+        self.checkpoints.save(self, wait=True)
+        self._write_summary("cancelled" if cancel else "checkpointed")
+        if cancel:
+            self.say(
+                f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_STOPPED} (a stop: "
+                "this run does not requeue itself; train.resume=auto continues it)"
+            )
+            return EXIT_STOPPED
+        self.say(
+            f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_REQUEUE} asks for a requeue"
+        )
+        return EXIT_REQUEUE
+
+    def _failed(self, error: BaseException) -> int:
+        """Record the failure; a non-finite loss is EXIT_FAILED, a refused write of the run directory a
+        RunDirError that says how to resume; for anything else the caller re-raises."""
+        self._record_failure(error)
+        if isinstance(error, guards.NonFiniteLoss):
+            if self.env.is_main:
+                guards.print_error(error)
+            return guards.EXIT_FAILED
+        unwritable = _disk_error(error)
+        if unwritable is not None:
+            newest = ckpt.latest(self.run_dir.checkpoints, warn=False)
+            raise RunDirError(
+                f"the run directory {self.run_dir.path} can no longer be written ({unwritable}); the run stopped "
+                f"at step {self.step}. The newest complete checkpoint is {newest or 'none'}; make the folder "
+                f"writable (or free space) and start the same command again to resume (train.resume=auto)"
+            ) from None
+        return guards.EXIT_FAILED  # the caller re-raises anything but a non-finite loss
 
     def save_checkpoint(self, wait: bool = False) -> None:
-        self.writer.save(self.step, self._main_state() if self.env.is_main else None, self._rank_state(), wait=wait)
-
-    def _find_resume(self) -> Path | None:
-        mode = self.cfg.train.resume
-        root = self.run_dir.checkpoints
-        if mode == "false":
-            if self.run_dir.has_results():
-                raise RunDirError(
-                    f"{self.run_dir.path} already holds a run (summary, metrics or checkpoints) and "
-                    "train.resume=false would start it over; choose another run.name or resume "
-                    "(train.resume=auto)"
-                )
-            return None
-        if mode in ("auto", "true"):
-            found = ckpt.latest(root, warn=self.env.is_main)
-            if found is None and mode == "true":
-                raise ResumeError(f"train.resume=true but {root} holds no complete checkpoint")
-            return found
-        path = Path(mode)
-        if not (path / ckpt.MARKER).is_file():
-            raise ResumeError(
-                f"train.resume={mode}: not a complete checkpoint folder (expected {path}/"
-                f"{ckpt.MARKER} and {path}/state.pt)"
-            )
-        return path
-
-    def _resume(self) -> None:
-        path = self._find_resume()
-        if path is None:
-            if self.cfg.train.init_from:
-                load_initial_weights(self.model, Path(self.cfg.train.init_from), self.cfg.train.init_from_ema, self.say)
-                if self.ema:
-                    self.ema = EMA(self.params, self.cfg.train.ema_rate)
-            return
-        try:
-            path, main, rank_state = ckpt.load_with_fallback(
-                path,
-                self.run_dir.checkpoints,
-                self.env.rank,
-                self.device,
-                self.cfg.train.resume in ("auto", "true"),
-                say=self.say,
-            )
-        except ckpt.CheckpointDamaged as e:
-            raise ResumeError(f"{e}. Move the damaged folders away to start over, or resume from a copy") from None
-        if main["config_hash"] != C.config_hash(self.cfg) and not self.cfg.train.resume_ignore_config_change:
-            diff = C.config_diff(C.config_from_dict(main["config"]), self.cfg)
-            raise ResumeError(
-                f"checkpoint {path} was written with a different config ({'; '.join(diff)}); "
-                "resume with the same config, or pass train.resume_ignore_config_change=true"
-            )
-        self.model.load_state_dict(main["model"])
-        if self.ema and main["ema"]:
-            self.ema.load_state_dict(main["ema"])
-        if self.adam and main["adam"]:
-            self.adam.load_state_dict(main["adam"])
-        if self.sparse and main["sparse"]:
-            self.sparse.load_state_dict(main["sparse"])
-        self.step = int(main["step"])
-        self.iterator.load_state_dict(main["iterator"])
-        self.explore_gen.set_state(main["explore_gen"].to(self.explore_gen.get_state().device))
-        self.best, self.final = main["best"], main["final"]
-        self.last_eval_step = main["last_eval_step"]
-        self.elapsed_before = float(main["elapsed_s"])
-        self.attempts = int(main["attempts"]) + 1
-        if main["world_size"] == self.env.world_size and rank_state is not None:
-            if rank_state["carry"] is not None:
-                self.carry = Carry.from_state_dict(rank_state["carry"], self.device)
-            torch.set_rng_state(rank_state["torch_rng"])
-            self.acc.copy_(rank_state["metric_acc"].to(self.device))
-            self.acc_steps = int(rank_state["metric_steps"])
-            if "cuda_rng" in rank_state and self.device.type == "cuda":
-                torch.cuda.set_rng_state(rank_state["cuda_rng"], self.device)
-        elif self.env.is_main:
-            self.say(
-                f"warning: checkpoint {path} was written by {main['world_size']} ranks, this run has "
-                f"{self.env.world_size}: the ACT carry starts afresh (not bit-exact)"
-            )
-        self.say(f"resumed from {path} at step {self.step} (attempt {self.attempts})")
-
-    # ------------------------------------------------------------------------------------------
-    # helpers
-
-    def say(self, line: str) -> None:
-        if self.env.is_main:
-            tqdm.write(line)
-            self.run_dir.path.mkdir(parents=True, exist_ok=True)
-            self.run_dir.append_log(line)
-
-    def _elapsed(self) -> float:
-        return self.elapsed_before + (time.monotonic() - self._t_start)
-
-    def _draw_explore(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.cfg.arch.halt_max_steps <= 1:
-            return None
-        u = torch.rand(self.B, device=self.device, generator=self.explore_gen)
-        k = torch.randint(
-            2,
-            self.cfg.arch.halt_max_steps + 1,
-            (self.B,),
-            device=self.device,
-            generator=self.explore_gen,
-            dtype=torch.int32,
-        )
-        sl = slice(self.env.rank * self.local_B, (self.env.rank + 1) * self.local_B)
-        return u[sl], k[sl]
-
-    def _set_lr(self) -> float:
-        oc = self.cfg.optim
-        lr = lr_at(self.step, oc.lr, oc.lr_warmup_steps, self.total_steps, oc.lr_min_ratio)
-        if self.adam:
-            for g in self.adam.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0)
-        if self.sparse:
-            self.sparse.lr = lr_at(self.step, oc.puzzle_emb_lr, oc.lr_warmup_steps, self.total_steps, oc.lr_min_ratio)
-        return lr
-
-    @staticmethod
-    def _stack(metrics: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
-        zero = torch.zeros((), dtype=torch.float64, device=device)
-        return torch.stack([metrics.get(k, zero).to(torch.float64) for k in METRIC_KEYS])
+        self.checkpoints.save(self, wait=wait)
 
     # ------------------------------------------------------------------------------------------
     # one step
-
-    def _before_optimizer(self) -> None:
-        etrm.freeze_decoder_grads(self)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
         """One optimizer step; returns the metric sums as a device tensor (no host-device sync here:
@@ -383,7 +289,7 @@ class Trainer:
         loss, metrics = self.forward_step(batch)
         self.backward_step(loss)
         self.optimizer_step()
-        return self._stack(metrics, self.device)
+        return metric_row(metrics, self.device)
 
     # The three phases, separately callable so that bench/train_speed.py can time each.
     def forward_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -413,23 +319,33 @@ class Trainer:
         if self.ema:
             self.ema.update()
 
-    def _reduce_train(self, acc: torch.Tensor, num_steps: int) -> dict[str, float]:
-        if self.env.distributed:
-            dist.all_reduce(acc)
-        v = dict(zip(METRIC_KEYS, acc.tolist()))
-        count = v.pop("count")
-        out: dict[str, float] = {"train/halted": count / num_steps}
-        for k, x in v.items():
-            if k == "q_continue_loss" and self.cfg.arch.no_ACT_continue:
-                continue
-            # Accuracies are over the slots that halted; in an interval where none did they are unknown.
-            out[f"train/{k}"] = x / (self.B * num_steps) if k.endswith("loss") else (x / count if count else math.nan)
-        q_loss = out["train/q_halt_loss"] + out.get("train/q_continue_loss", 0.0)
-        out["train/loss"] = out["train/lm_loss"] + 0.5 * q_loss + self.cfg.arch.kl_weight * out["train/kl_loss"]
-        if self.fewshot is None:
-            del out["train/kl_loss"]
-        out["train/lr"] = self._lr
-        return out
+    def _before_optimizer(self) -> None:
+        etrm.freeze_decoder_grads(self)
+
+    def _set_lr(self) -> float:
+        oc = self.cfg.optim
+        lr = lr_at(self.step, oc.lr, oc.lr_warmup_steps, self.total_steps, oc.lr_min_ratio)
+        if self.adam:
+            for g in self.adam.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+        if self.sparse:
+            self.sparse.lr = lr_at(self.step, oc.puzzle_emb_lr, oc.lr_warmup_steps, self.total_steps, oc.lr_min_ratio)
+        return lr
+
+    def _draw_explore(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.cfg.arch.halt_max_steps <= 1:
+            return None
+        u = torch.rand(self.B, device=self.device, generator=self.explore_gen)
+        k = torch.randint(
+            2,
+            self.cfg.arch.halt_max_steps + 1,
+            (self.B,),
+            device=self.device,
+            generator=self.explore_gen,
+            dtype=torch.int32,
+        )
+        sl = slice(self.env.rank * self.local_B, (self.env.rank + 1) * self.local_B)
+        return u[sl], k[sl]
 
     # ------------------------------------------------------------------------------------------
     # evaluation
@@ -448,62 +364,20 @@ class Trainer:
         evaluators = self._evaluators() if self.env.is_main else []
         for e in evaluators:
             e.begin()
-        acc = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
+        sums = torch.zeros(len(METRIC_KEYS), dtype=torch.float64, device=self.device)
         saved: list[dict[str, np.ndarray]] = []
         try:
             batches = self._eval_batches(max_batches)
             for batch in Prefetcher(batches, self.device, lambda: None, lookahead=self.device.type == "cuda"):
-                batch = valid_prefix(batch)
-                data = batch.as_dict()
-                carry = self.model.initial_carry(data)
-                cached = self.model.eval_encoding(data) if self.model.encoder is not None else None
-                done = torch.zeros_like(batch.valid)
-                preds = torch.zeros_like(batch.inputs)
-                q_halt = torch.zeros(batch.valid.shape, dtype=torch.float32, device=self.device)
-                for _ in range(self.model.halt_max_steps):
-                    carry, out = self.model(carry, data, None, halt_early=cfg.eval.halt_early, cached=cached)
-                    newly = carry.halted & ~done
-                    halted = replace(carry, halted=newly & batch.valid)  # padding slots never count
-                    _, metrics = act_loss(halted, out, cfg.arch.loss_type)
-                    metrics.update(halted_loss_sums(halted, out, cfg.arch.loss_type))
-                    acc += self._stack(metrics, self.device)
-                    preds = torch.where(newly.view(-1, 1), out.logits.argmax(-1).to(preds.dtype), preds)
-                    q_halt = torch.where(newly, out.q_halt_logits, q_halt)
-                    done |= newly
-                    # Without halt_early every slot halts at the last step: no need to ask (a sync) each step.
-                    if cfg.eval.halt_early and bool(done.all()):
-                        break
+                batch = valid_prefix(batch)  # the last batch's padding slots cost steps and count nothing
+                preds, q_halt = self._eval_batch(batch, sums)
                 if evaluators or cfg.eval.save_predictions:
-                    rows = {
-                        "inputs": batch.inputs,
-                        "labels": batch.labels,
-                        "preds": preds,
-                        "puzzle_identifiers": batch.puzzle_identifiers,
-                        "q_halt_logits": q_halt,
-                    }
-                    mine = {k: v[batch.valid].cpu().numpy() for k, v in rows.items()}
-                    parts = gather_objects(self.env, mine)
-                    if self.env.is_main:
-                        merged = {k: np.concatenate([p[k] for p in parts]) for k in mine}
-                        for e in evaluators:
-                            e.update(**merged)
-                        kept = sum(len(s["preds"]) for s in saved)
-                        if cfg.eval.save_predictions and kept < cfg.eval.save_predictions:
-                            saved.append(merged)
+                    self._collect_rows(batch, preds, q_halt, evaluators, saved)
             extra = self._encoder_metrics() if self.fewshot is not None and self.env.is_main else {}
         finally:
             if self.ema:
                 self.ema.swap()
-        if self.env.distributed:
-            dist.all_reduce(acc)
-        v = dict(zip(METRIC_KEYS, acc.tolist()))
-        count = max(v.pop("count"), 1.0)
-        # q_continue_loss is a training-only loss; kl_loss exists only with a demo encoder.
-        out = {
-            f"eval/{k}": x / count
-            for k, x in v.items()
-            if k != "q_continue_loss" and not (k == "kl_loss" and self.fewshot is None)
-        }
+        out = eval_means(reduce_sums(self.env, sums), kl=self.fewshot is not None)
         out.update(extra)
         for e in evaluators:
             for k, x in e.result(self.run_dir.path / f"evaluator_{e.name}_step_{self.step}").items():
@@ -511,6 +385,54 @@ class Trainer:
         if self.env.is_main and saved:
             self._save_predictions(saved)
         return broadcast_object(self.env, out)
+
+    def _eval_batch(self, batch: Batch, sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run one test batch to its halts, adding its metric sums to `sums`; each example's prediction
+        and Q-halt logit at the step it halted."""
+        cfg = self.cfg
+        data = batch.as_dict()
+        carry = self.model.initial_carry(data)
+        # The weights do not change during an evaluation: encode the batch's demos once for all steps.
+        cached = self.model.eval_encoding(data) if self.model.encoder is not None else None
+        done = torch.zeros_like(batch.valid)
+        preds = torch.zeros_like(batch.inputs)
+        q_halt = torch.zeros(batch.valid.shape, dtype=torch.float32, device=self.device)
+        for _ in range(self.model.halt_max_steps):
+            carry, out = self.model(carry, data, None, halt_early=cfg.eval.halt_early, cached=cached)
+            newly = carry.halted & ~done
+            halted = replace(carry, halted=newly & batch.valid)  # padding slots never count
+            _, metrics = act_loss(halted, out, cfg.arch.loss_type)
+            metrics.update(halted_loss_sums(halted, out, cfg.arch.loss_type))
+            sums += metric_row(metrics, self.device)
+            preds = torch.where(newly.view(-1, 1), out.logits.argmax(-1).to(preds.dtype), preds)
+            q_halt = torch.where(newly, out.q_halt_logits, q_halt)
+            done |= newly
+            # Without halt_early every slot halts at the last step: no need to ask (a sync) each step.
+            if cfg.eval.halt_early and bool(done.all()):
+                break
+        return preds, q_halt
+
+    def _collect_rows(
+        self, batch: Batch, preds: torch.Tensor, q_halt: torch.Tensor, evaluators: list[Any], saved: list[dict]
+    ) -> None:
+        """Every rank's valid rows to rank 0, for the evaluators and the first eval.save_predictions rows."""
+        rows = {
+            "inputs": batch.inputs,
+            "labels": batch.labels,
+            "preds": preds,
+            "puzzle_identifiers": batch.puzzle_identifiers,
+            "q_halt_logits": q_halt,
+        }
+        mine = {k: v[batch.valid].cpu().numpy() for k, v in rows.items()}
+        parts = gather_objects(self.env, mine)
+        if not self.env.is_main:
+            return
+        merged = {k: np.concatenate([p[k] for p in parts]) for k in mine}
+        for e in evaluators:
+            e.update(**merged)
+        kept = sum(len(s["preds"]) for s in saved)
+        if self.cfg.eval.save_predictions and kept < self.cfg.eval.save_predictions:
+            saved.append(merged)
 
     def _eval_batches(self, max_batches: int) -> Any:
         cfg = self.cfg
@@ -553,6 +475,65 @@ class Trainer:
             np.savez_compressed(f, **arrays)
         tmp.replace(d / f"step-{self.step:08d}.npz")
 
+    # ------------------------------------------------------------------------------------------
+    # what the run reports: train.log, metrics.jsonl, summary.json, the progress bar, wandb
+
+    def say(self, line: str) -> None:
+        if self.env.is_main:
+            tqdm.write(line)
+            self.run_dir.path.mkdir(parents=True, exist_ok=True)
+            self.run_dir.append_log(line)
+
+    def elapsed(self) -> float:
+        """Seconds of training over all attempts."""
+        return self.elapsed_before + (time.monotonic() - self._t_start)
+
+    def _log_train(self, bar: tqdm) -> None:
+        seconds = time.monotonic() - self._t_log
+        sums, num_steps = self.acc.take()
+        metrics = train_means(
+            reduce_sums(self.env, sums),
+            num_steps,
+            self.B,
+            no_act_continue=self.cfg.arch.no_ACT_continue,
+            kl_weight=self.cfg.arch.kl_weight,
+            kl=self.fewshot is not None,
+        )
+        metrics["train/lr"] = self._lr
+        metrics["train/samples_per_s"] = num_steps * self.B / max(seconds, 1e-9)
+        guards.check_finite_loss(metrics["train/loss"], self.step, self._lr)  # every rank: all stop together
+        if self.env.is_main:
+            self._report_train(metrics, bar)
+        self._t_log = time.monotonic()
+
+    def _report_train(self, metrics: dict[str, float], bar: tqdm) -> None:
+        self._append_metrics("train", metrics)
+        self.logger.log(metrics, self.step)
+        bar.set_postfix(
+            loss=f"{metrics['train/loss']:.3f}", exact=f"{metrics['train/exact_accuracy']:.3f}", refresh=False
+        )
+        self.say(
+            f"train step {self.step:>7}/{self.final_step} ep {self.iterator.epoch():.1f} | "
+            f"loss {metrics['train/loss']:.4f} acc {metrics['train/accuracy']:.4f} "
+            f"exact {metrics['train/exact_accuracy']:.4f} qacc {metrics['train/q_halt_accuracy']:.3f} "
+            f"steps {metrics['train/steps']:.2f} halted/step {metrics['train/halted']:.1f} | "
+            f"lr {metrics['train/lr']:.2e} | {metrics['train/samples_per_s']:.0f} samples/s"
+        )
+        self._write_summary("running")
+
+    def _log_eval(self, metrics: dict[str, float]) -> None:
+        self._record_eval(metrics)
+        if self.env.is_main:
+            self._append_metrics("eval", metrics)
+            self.logger.log(metrics, self.step)
+            shown = " ".join(f"{k.removeprefix('eval/')} {v:.4f}" for k, v in metrics.items())
+            self.say(f"eval  step {self.step:>7} ep {self.iterator.epoch():.1f} | {shown}")
+        self._write_summary("running")
+
+    def _append_metrics(self, event: str, metrics: dict[str, float]) -> None:
+        now = {"event": event, "step": self.step, "epoch": self.iterator.epoch(), "time_s": self.elapsed()}
+        self.run_dir.append_metrics({**now, **metrics})
+
     def _record_eval(self, metrics: dict[str, float]) -> None:
         self.final = dict(metrics)
         for k, x in metrics.items():
@@ -563,11 +544,8 @@ class Trainer:
                 self.best[k] = {"value": x, "step": self.step}
         self.last_eval_step = self.step
 
-    # ------------------------------------------------------------------------------------------
-    # the loop
-
     def _summary(self, state: str) -> dict[str, Any]:
-        elapsed = self._elapsed()
+        elapsed = self.elapsed()
         # total_steps: the step this run ends at (its own step once done); schedule_steps: the LR schedule's.
         total = self.step if state == "done" else self.final_step
         return {
@@ -594,121 +572,6 @@ class Trainer:
         if self.env.is_main:
             self.run_dir.write_summary(self._summary(state))
 
-    def _log_eval(self, metrics: dict[str, float]) -> None:
-        self._record_eval(metrics)
-        if self.env.is_main:
-            record = {
-                "event": "eval",
-                "step": self.step,
-                "epoch": self.iterator.epoch(),
-                "time_s": self._elapsed(),
-                **metrics,
-            }
-            self.run_dir.append_metrics(record)
-            self.logger.log(metrics, self.step)
-            shown = " ".join(f"{k.removeprefix('eval/')} {v:.4f}" for k, v in metrics.items())
-            self.say(f"eval  step {self.step:>7} ep {self.iterator.epoch():.1f} | {shown}")
-        self._write_summary("running")
-
-    def fit(self) -> int:
-        cfg, env = self.cfg, self.env
-        self._t_start = time.monotonic()
-        watch = StopWatch(cfg.train.signals, cfg.train.time_limit_minutes, cfg.train.time_limit_margin_minutes)
-        bar = tqdm(
-            total=self.final_step,
-            initial=self.step,
-            disable=not (cfg.log.progress and env.is_main),
-            dynamic_ncols=True,
-            unit="step",
-            mininterval=1.0 if _isatty() else 60.0,
-        )
-        self.say(
-            f"run {self.name}: {self.num_params:,} parameters, {env.world_size} rank(s) on {self.device.type} "
-            f"({str(self.dtype).removeprefix('torch.')}), {self.final_step} steps of {self.B} "
-            f"({self.total_steps} for {cfg.train.epochs} epochs), run dir {self.run_dir.path}"
-        )
-        if self.dtype == torch.float16:
-            self.say(
-                "warning: arch.forward_dtype=float16 runs without loss scaling: gradients under float16's "
-                "range (6e-8) become zero. auto picks bfloat16 on GPUs that have it and float32 elsewhere"
-            )
-        self._write_summary("running")
-        t_log = time.monotonic()
-        last_ckpt_step, t_ckpt = self.step, time.monotonic()
-        try:
-            while self.step < self.stop_at and self.iterator.chunk < self.num_chunks:
-                chunk = self.iterator.chunk
-                self.batches = Prefetcher(
-                    self.iterator.chunk_batches(),
-                    self.device,
-                    self.iterator.state_dict,
-                    lookahead=self.device.type == "cuda",
-                )
-                for batch in self.batches:
-                    self.acc += self.train_step(batch)
-                    self.acc_steps += 1
-                    bar.update(1)
-                    if self.step % cfg.log.log_interval == 0 or self.step >= self.stop_at:
-                        self._log_train(time.monotonic() - t_log, bar)
-                        t_log = time.monotonic()
-                    due_steps = (
-                        cfg.train.checkpoint_every_steps > 0
-                        and self.step - last_ckpt_step >= cfg.train.checkpoint_every_steps
-                    )
-                    due_time = (
-                        cfg.train.checkpoint_every_minutes > 0
-                        and time.monotonic() - t_ckpt >= 60 * cfg.train.checkpoint_every_minutes
-                    )
-                    stop, due_time, cancel = any_true(
-                        env, watch.local_reason() is not None, due_time, watch.cancelled()
-                    )
-                    if stop:
-                        return self._stop(watch.local_reason() or "another rank's request", cancel)
-                    if due_steps or due_time:
-                        self.save_checkpoint()
-                        last_ckpt_step, t_ckpt = self.step, time.monotonic()
-                    if self.step >= self.stop_at:
-                        break
-                else:
-                    self.batches = None
-                    if chunk >= cfg.eval.min_eval_interval:
-                        final = self.iterator.chunk >= self.num_chunks or self.step >= self.stop_at
-                        self._log_eval(self.evaluate(final=final))
-                        if cfg.train.checkpoint_every_eval:
-                            self.save_checkpoint()
-                            last_ckpt_step, t_ckpt = self.step, time.monotonic()
-            if self.acc_steps:
-                self._log_train(time.monotonic() - t_log, bar)
-            if self.last_eval_step != self.step:
-                self._log_eval(self.evaluate(final=True))
-            if last_ckpt_step != self.step or not ckpt.latest(self.run_dir.checkpoints, warn=False):
-                self.save_checkpoint(wait=True)
-            self.writer.join()
-            self._write_summary("done")
-            self.say(f"finished at step {self.step} in {self._elapsed():.1f} s; summary in {self.run_dir.summary_path}")
-            return 0
-        except guards.NonFiniteLoss as e:
-            self._record_failure(e)
-            if env.is_main:
-                guards.print_error(e)
-            return guards.EXIT_FAILED
-        except BaseException as e:
-            self._record_failure(e)
-            unwritable = _disk_error(e)
-            if unwritable is not None:
-                newest = ckpt.latest(self.run_dir.checkpoints, warn=False)
-                raise RunDirError(
-                    f"the run directory {self.run_dir.path} can no longer be written ({unwritable}); the run stopped "
-                    f"at step {self.step}. The newest complete checkpoint is {newest or 'none'}; make the folder "
-                    f"writable (or free space) and start the same command again to resume (train.resume=auto)"
-                ) from None
-            raise
-        finally:
-            bar.close()
-            watch.restore()
-            self.logger.finish()
-            self.close()
-
     def _record_failure(self, error: BaseException) -> None:
         """State `failed` with the reason in summary.json; an unwritable run dir leaves the heartbeat to tell."""
         if not self.env.is_main:
@@ -720,50 +583,95 @@ class Trainer:
         except OSError as e:
             tqdm.write(f"error: cannot record the failure in {self.run_dir.path} either ({e.strerror})")
 
-    def _stop(self, reason: str, cancel: bool) -> int:
-        """Checkpoint and leave: a cancel (TERM/INT on any rank) stops, anything else asks for a requeue."""
-        self.save_checkpoint(wait=True)
-        self._write_summary("cancelled" if cancel else "checkpointed")
-        if cancel:
-            self.say(
-                f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_STOPPED} (a stop: "
-                "this run does not requeue itself; train.resume=auto continues it)"
-            )
-            return EXIT_STOPPED
-        self.say(
-            f"stopping at step {self.step} ({reason}): checkpoint saved, exit code {EXIT_REQUEUE} asks for a requeue"
-        )
-        return EXIT_REQUEUE
+    # ------------------------------------------------------------------------------------------
+    # building (called once, from __init__)
 
-    def _log_train(self, seconds: float, bar: tqdm) -> None:
-        num_steps = self.acc_steps
-        metrics = self._reduce_train(self.acc.clone(), num_steps)
-        self.acc.zero_()
-        self.acc_steps = 0
-        metrics["train/samples_per_s"] = num_steps * self.B / max(seconds, 1e-9)
-        guards.check_finite_loss(metrics["train/loss"], self.step, self._lr)  # every rank: all stop together
+    def _build_model(self) -> TRM:
+        cfg, meta = self.cfg, self.train_split.meta
+        num_ids = max(1, meta.num_puzzle_identifiers)
+        # Before allocating: an absurd size must not take the machine.
+        guards.check_fits_memory(cfg.arch, meta.vocab_size, meta.seq_len, num_ids, self.local_B, self.device)
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        model = TRM(cfg.arch, meta.vocab_size, meta.seq_len, num_ids, self.local_B, self.dtype, pad_id=meta.pad_id)
+        model = model.to(self.device)
+        if cfg.train.act_mode == "online":
+            model.halt_max_steps = cfg.arch.num_act_steps  # evaluation runs the steps training ran
+        return model
+
+    def _build_optimizers(self) -> tuple[AdamATan2 | None, SignSGD | None, EMA | None, list[torch.nn.Parameter]]:
+        """Adam (None with optim.freeze_weights), sign-SGD for the puzzle table, the EMA, and the
+        decoder's parameters (train.freeze_decoder_steps drops their gradients)."""
+        tc, oc = self.cfg.train, self.cfg.optim
+        groups, decoder_params = etrm.encoder_param_groups(self.model, oc.encoder_lr_scale)
+        adam = (
+            None
+            if oc.freeze_weights
+            else AdamATan2(groups, lr=0.0, betas=(oc.beta1, oc.beta2), weight_decay=oc.weight_decay)
+        )
+        emb = self.model.inner.puzzle_emb
+        sparse = SignSGD(emb, 0.0, oc.puzzle_emb_weight_decay) if emb is not None else None
+        ema = EMA(self.params, tc.ema_rate) if tc.ema and not oc.freeze_weights else None
+        if oc.freeze_weights:
+            for p in self.params:
+                p.requires_grad_(False)
+        return adam, sparse, ema, decoder_params
+
+    def _distribute(self) -> torch.nn.Module:
+        """The module the step calls: DDP around the model when there are several ranks to train."""
+        if not self.env.distributed or self.cfg.optim.freeze_weights:
+            return self.model
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            self.model, broadcast_buffers=False, bucket_cap_mb=25, device_ids=None
+        )
+        ddp.register_comm_hook(None, _sum_hook)
+        return ddp
+
+    def _build_iterator(self) -> TrainIterator:
+        cfg, env = self.cfg, self.env
+        if self.fewshot is not None:
+            return self.fewshot.train_iterator(cfg, env.rank, env.world_size)
+        return TrainIterator(
+            self.train_split,
+            self.B,
+            env.rank,
+            env.world_size,
+            cfg.train.seed,
+            cfg.eval.eval_interval,
+            cfg.data.max_train_groups,
+        )
+
+    def _schedule(self) -> tuple[int, int, int, int]:
+        """(chunks of eval.eval_interval epochs, the LR schedule's steps, the step max_steps stops at,
+        the step the run will end at)."""
+        tc = self.cfg.train
+        num_chunks = tc.epochs // self.cfg.eval.eval_interval
+        total_steps = int(tc.epochs * self.iterator.examples_per_epoch() / self.B)
+        if total_steps < 1:
+            raise C.ConfigError(
+                f"train.epochs={tc.epochs} over {self.iterator.num_groups} groups gives no full batch "
+                f"of {self.B}; raise train.epochs or lower train.global_batch_size"
+            )
+        stop_at = min(total_steps, tc.max_steps) if tc.max_steps > 0 else total_steps
+        # The reference's step count includes the partial batch each chunk drops, so the chunks' own
+        # batches bound the run too. This is the denominator users see.
+        final_step = min(stop_at, num_chunks * self.iterator.batches_in_chunk())
+        return num_chunks, total_steps, stop_at, final_step
+
+    def _load_initial_weights(self) -> None:
+        """train.init_from, for a run that does not resume: the weights of another run (or the paper's)."""
+        tc = self.cfg.train
+        if tc.init_from:
+            load_initial_weights(self.model, Path(tc.init_from), tc.init_from_ema, self.say)
+            if self.ema:
+                self.ema = EMA(self.params, tc.ema_rate)
+
+    def _open_logger(self) -> NullLogger | WandbLogger:
+        """Rank 0 freezes the config in the run directory and logs (wandb if asked); the others do not."""
+        cfg = self.cfg
         if not self.env.is_main:
-            return
-        record = {
-            "event": "train",
-            "step": self.step,
-            "epoch": self.iterator.epoch(),
-            "time_s": self._elapsed(),
-            **metrics,
-        }
-        self.run_dir.append_metrics(record)
-        self.logger.log(metrics, self.step)
-        bar.set_postfix(
-            loss=f"{metrics['train/loss']:.3f}", exact=f"{metrics['train/exact_accuracy']:.3f}", refresh=False
-        )
-        self.say(
-            f"train step {self.step:>7}/{self.final_step} ep {self.iterator.epoch():.1f} | "
-            f"loss {metrics['train/loss']:.4f} acc {metrics['train/accuracy']:.4f} "
-            f"exact {metrics['train/exact_accuracy']:.4f} qacc {metrics['train/q_halt_accuracy']:.3f} "
-            f"steps {metrics['train/steps']:.2f} halted/step {metrics['train/halted']:.1f} | "
-            f"lr {metrics['train/lr']:.2e} | {metrics['train/samples_per_s']:.0f} samples/s"
-        )
-        self._write_summary("running")
+            return make_logger("off", "", "", self.run_dir, {})
+        self.run_dir.write_config(cfg, allow_change=cfg.train.resume_ignore_config_change)
+        return make_logger(cfg.log.wandb, cfg.run.project, self.name, self.run_dir, C.to_dict(cfg))
 
 
 def _disk_error(error: BaseException) -> str | None:
@@ -788,11 +696,3 @@ def _isatty() -> bool:
     import sys
 
     return sys.stderr.isatty()
-
-
-def load_weights(model: TRM, path: Path, use_ema: bool = True) -> None:
-    """Initial weights from one of our checkpoints or from the paper's code (see trm.train.init_weights)."""
-    try:
-        load_initial_weights(model, path, use_ema)
-    except InitError as e:
-        raise ResumeError(str(e)) from None

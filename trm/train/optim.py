@@ -1,4 +1,4 @@
-"""AdamATan2 in plain torch, the LR schedule, and the EMA of parameters.
+"""The optimizers (AdamATan2, the puzzle table's sparse sign-SGD), the LR schedule, and the EMA.
 
 AdamATan2 (Everett et al. 2024, `imoneoi/adam-atan2`, whose CUDA kernel the reference imports) has no
 epsilon: the Adam ratio m/sqrt(v) becomes atan2(m, sqrt(v)), bounded and scale-invariant.
@@ -11,6 +11,10 @@ per operation for all parameters of a group, which is what matters on a GPU, whe
 tensors make the per-parameter launches the cost); torch has no foreach atan2, so that one op runs per
 tensor. `foreach=False` is the plain per-parameter loop, kept as the readable definition: both give
 identical parameters (tests/test_losses_optim.py).
+
+SignSGD updates only the puzzle-embedding rows of the current slots (trm.model.puzzle_emb):
+    w <- w * (1 - lr * wd) - lr * sign(sum of the row's gradients over all ranks)
+("Adam is about sign-SGD when the gradient is very sparse", as the reference puts it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
+
+from trm.model.puzzle_emb import PuzzleEmbedding
 
 
 class AdamATan2(torch.optim.Optimizer):
@@ -126,3 +133,53 @@ class EMA:
         with torch.no_grad():
             for s, saved in zip(self.shadow, state["shadow"]):
                 s.copy_(saved)
+
+
+def sum_per_slot(ids: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """For every slot, the sum of the gradients of all slots holding the same id, without a sync.
+
+    Duplicate ids all take their first slot's row, so the rows written for one id are identical."""
+    same = ids[:, None] == ids[None, :]  # (N, N)
+    summed = same.to(grad.dtype) @ grad  # (N, D)
+    first = same.to(torch.uint8).argmax(dim=1)  # the first slot with the same id
+    return summed[first]
+
+
+class SignSGD:
+    """Sparse sign-SGD with decoupled weight decay on the touched rows only; all ranks end equal."""
+
+    def __init__(self, emb: PuzzleEmbedding, lr: float, weight_decay: float) -> None:
+        self.emb = emb
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grad = self.emb.local_weights.grad
+        if grad is None:
+            return
+        ids = self.emb.local_ids
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            world = dist.get_world_size()
+            all_grad = grad.new_empty((world * grad.shape[0], grad.shape[1]))
+            all_ids = ids.new_empty((world * ids.shape[0],))
+            dist.all_gather_into_tensor(all_grad, grad.contiguous())
+            dist.all_gather_into_tensor(all_ids, ids.contiguous())
+            grad, ids = all_grad, all_ids
+        w = self.emb.weights
+        if grad.is_cuda:
+            # unique() has a data-dependent size, hence a host-device sync every step: sum per slot instead.
+            ids, summed = ids, sum_per_slot(ids, grad)
+        else:
+            ids, inverse = ids.unique(return_inverse=True)
+            summed = grad.new_zeros((ids.shape[0], grad.shape[1])).index_add_(0, inverse, grad)
+        w[ids] = w[ids] * (1.0 - self.lr * self.weight_decay) - self.lr * summed.sign()
+
+    def zero_grad(self) -> None:
+        self.emb.local_weights.grad = None
+
+    def state_dict(self) -> dict:
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr, self.weight_decay = state["lr"], state["weight_decay"]
