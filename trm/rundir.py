@@ -45,6 +45,7 @@ DEFAULT_METRIC = "eval/exact_accuracy"
 # The trainer's exit codes: what happened, for whoever runs it (trm.train.preempt, trm.hpc, queues).
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: "checkpointed, please requeue"
 EXIT_STOPPED = 143  # 128 + SIGTERM: "checkpointed and stopped on request; do not requeue"
+EXIT_FAILED = 1  # the run failed (a non-finite loss, an unwritable run directory): status.json says why
 
 # status.json's states: pending (submitted, not started), running, requeued (checkpointed, waiting
 # to run again), done, failed, cancelled.

@@ -18,8 +18,6 @@ import torch
 
 from trm.config import ArchConfig, ConfigError
 
-EXIT_FAILED = 1  # the trainer's code for a run that failed (the others: trm.rundir.EXIT_*)
-
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the run stops as failed."""

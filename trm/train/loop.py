@@ -26,7 +26,7 @@ from trm import config as C
 from trm.data.format import DatasetError, read_split, validate_dataset
 from trm.data.iterator import Batch, TrainIterator, eval_batches, valid_prefix
 from trm.model.trm import TRM, Carry, count_parameters, resolve_dtype
-from trm.rundir import EXIT_REQUEUE, EXIT_STOPPED
+from trm.rundir import EXIT_FAILED, EXIT_REQUEUE, EXIT_STOPPED
 from trm.train import checkpoint as ckpt
 from trm.train import etrm, guards, runlock
 from trm.train.checkpoint_manager import CheckpointManager
@@ -264,7 +264,7 @@ class Trainer:
         if isinstance(error, guards.NonFiniteLoss):
             if self.env.is_main:
                 guards.print_error(error)
-            return guards.EXIT_FAILED
+            return EXIT_FAILED
         unwritable = _disk_error(error)
         if unwritable is not None:
             newest = ckpt.latest(self.run_dir.checkpoints, warn=False)
@@ -273,7 +273,7 @@ class Trainer:
                 f"at step {self.step}. The newest complete checkpoint is {newest or 'none'}; make the folder "
                 f"writable (or free space) and start the same command again to resume (train.resume=auto)"
             ) from None
-        return guards.EXIT_FAILED  # the caller re-raises anything but a non-finite loss
+        return EXIT_FAILED  # the caller re-raises anything but a non-finite loss
 
     def save_checkpoint(self, wait: bool = False) -> None:
         self.checkpoints.save(self, wait=wait)
