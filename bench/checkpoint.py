@@ -23,28 +23,12 @@ import numpy as np
 import torch
 
 from trm.config import load_config
-from trm.data.format import Metadata, write_split
+from trm.data.synthetic import write_random_dataset
 from trm.train import checkpoint as ckpt
 from trm.train.dist import DistEnv
 from trm.train.loop import Trainer
 
 SHAPES = {"sudoku": ("trm/configs/sudoku.yaml", 11, 81), "maze": ("trm/configs/maze.yaml", 6, 900)}
-
-
-def synthetic(root: Path, vocab: int, seq_len: int, n: int) -> None:
-    meta = Metadata(
-        pad_id=0,
-        ignore_label_id=0,
-        blank_identifier_id=0,
-        vocab_size=vocab,
-        seq_len=seq_len,
-        num_puzzle_identifiers=1,
-        total_groups=n,
-        mean_puzzle_examples=1.0,
-    )
-    x = np.random.default_rng(0).integers(1, vocab, (n, seq_len))
-    for split in ("train", "test"):
-        write_split(root, split, meta, x, x, np.zeros(n), np.arange(n + 1), np.arange(n + 1))
 
 
 def du(path: Path) -> float:
@@ -54,7 +38,7 @@ def du(path: Path) -> float:
 def bench(name: str, batch: int, work: Path) -> None:
     cfg_path, vocab, seq_len = SHAPES[name]
     data = work / f"data-{name}"
-    synthetic(data, vocab, seq_len, batch + 8)
+    write_random_dataset(data, vocab, seq_len, num_ids=1, num_train=batch + 8, num_test=batch + 8)
     over = [
         f"data_paths=[{data}]",
         f"run.root={work}/runs",

@@ -48,7 +48,7 @@ if __name__ == "__main__" and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from trm import config as C  # noqa: E402
-from trm.data.format import Metadata, write_split  # noqa: E402
+from trm.data.synthetic import write_random_dataset  # noqa: E402
 from trm.model.trm import TRM  # noqa: E402
 from trm.train import dist  # noqa: E402
 from trm.train.flops import peak_tflops, step_flops  # noqa: E402
@@ -72,28 +72,6 @@ def _shape_for(data_path: str) -> tuple[int, int, int]:
         f"train_speed: no dataset at '{data_path}' and no known shape for it; build it first "
         f"(tools/build_data.py) or pass data_paths=[...] of a built dataset"
     )
-
-
-def synthetic_dataset(root: Path, vocab: int, seq_len: int, num_ids: int, num_train: int, num_test: int) -> Path:
-    """Random puzzles of the given shape in the on-disk format (one example per puzzle and group)."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", num_train), ("test", num_test)):
-        meta = Metadata(
-            pad_id=0,
-            ignore_label_id=0,
-            blank_identifier_id=0,
-            vocab_size=vocab,
-            seq_len=seq_len,
-            num_puzzle_identifiers=num_ids,
-            total_groups=n,
-            mean_puzzle_examples=1.0,
-            total_puzzles=n,
-        )
-        inputs = rng.integers(1, vocab, (n, seq_len))
-        labels = rng.integers(1, vocab, (n, seq_len))
-        ids = rng.integers(0, num_ids, n) if num_ids > 1 else np.zeros(n, dtype=np.int64)
-        write_split(root, split, meta, inputs, labels, ids, np.arange(n + 1), np.arange(n + 1))
-    return root
 
 
 def sync(device: torch.device) -> None:
@@ -368,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             data, synthetic = data_path, False
         else:
             vocab, seq_len, num_ids = _shape_for(str(data_path))
-            data = synthetic_dataset(
+            data = write_random_dataset(
                 tmp_path / "data",
                 vocab,
                 seq_len,
