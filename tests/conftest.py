@@ -107,9 +107,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_ranks(args: list[str], nproc: int, env: dict[str, str] | None = None) -> list[subprocess.Popen]:
-    """N trainer processes with torchrun's variables set by hand, as a scheduler's tasks (srun, blaunch)
-    would start them; unlike torchrun, each keeps its own exit code."""
+def launch_ranks(
+    args: list[str], nproc: int, env: dict[str, str] | None = None, script: Path | None = None
+) -> list[subprocess.Popen]:
+    """N trainer processes (or N of `script`) with torchrun's variables set by hand, as a scheduler's
+    tasks (srun, blaunch) would start them; unlike torchrun, each keeps its own exit code."""
     port = str(free_port())
     procs = []
     for rank in range(nproc):
@@ -126,7 +128,7 @@ def launch_ranks(args: list[str], nproc: int, env: dict[str, str] | None = None)
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(ROOT / "tools" / "train.py"), *args],
+                [sys.executable, str(script or ROOT / "tools" / "train.py"), *args],
                 cwd=ROOT,
                 env=penv,
                 stdout=subprocess.PIPE,

@@ -78,6 +78,28 @@ def test_two_gloo_ranks_train_like_one_process(sudoku4_puzzle_emb, tmp_path):
     assert la[("eval", 15)]["eval/exact_accuracy"] == pytest.approx(lb[("eval", 15)]["eval/exact_accuracy"], abs=0.02)
 
 
+_PROBE = """
+import gc, sys
+import torch
+gc.disable()  # only what main() frees itself counts
+from trm.train import entry
+rc = entry.main(sys.argv[1:])
+alive = [o for o in gc.get_objects() if isinstance(o, torch.nn.parallel.DistributedDataParallel)]
+print(f"exit {rc}; DDP wrappers alive after main: {len(alive)}")
+"""
+
+
+def test_main_frees_the_ddp_wrapper_before_the_process_exits(sudoku4_puzzle_emb, tmp_path):
+    """A DDP wrapper (process group, Python comm hook) left for interpreter exit made a clean 2-rank run
+    abort now and then with SIGABRT; main() must free it itself, whatever the garbage collector does."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(_PROBE)
+    args = tiny(sudoku4_puzzle_emb, tmp_path, "probe", "train.max_steps=4")
+    for rc, text in wait_all(launch_ranks(args, 2, script=probe)):
+        assert rc == 0, text[-3000:]
+        assert "exit 0; DDP wrappers alive after main: 0" in text, text[-3000:]
+
+
 def _kill_at_step(args: list[str], nproc: int, step: int) -> None:
     """Start the run and SIGKILL every rank once rank 0 has printed the given train step."""
     procs = launch_ranks(args, nproc)

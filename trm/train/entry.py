@@ -15,6 +15,7 @@ else.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 
@@ -39,11 +40,12 @@ def main(argv: list[str] | None = None, on_error: Callable[[str], None] | None =
     from trm.train.loop import Trainer
     from trm.train.runlog import RunDirError
 
-    env = None
+    env = trainer = None
     try:
         cfg = load_config(path, argv)
         env = dist.init(cfg.train.device)
-        return Trainer(cfg, env).fit()
+        trainer = Trainer(cfg, env)
+        return trainer.fit()
     except (ConfigError, DatasetError, RunDirError, ResumeError, InitError, dist.DeviceError) as e:
         rank = f"[rank {env.rank}] " if env is not None and env.distributed else ""
         print(f"{rank}error: {e}\n{USAGE}", file=sys.stderr)
@@ -51,6 +53,11 @@ def main(argv: list[str] | None = None, on_error: Callable[[str], None] | None =
             on_error(f"{type(e).__name__}: {e}")
         return EXIT_USAGE
     finally:
+        # The trainer sits in reference cycles, and its DDP wrapper holds the process group and a Python
+        # comm hook. Left to interpreter exit, a gloo worker thread that still touches Python then aborts
+        # the process (SIGABRT, "terminate called without an active exception") after a clean run.
+        trainer = None
+        gc.collect()
         dist.shutdown()
 
 

@@ -11,6 +11,7 @@ checkpoints at the next step boundary and returns EXIT_REQUEUE (EXIT_STOPPED for
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import replace
@@ -620,9 +621,15 @@ class Trainer:
         """The module the step calls: DDP around the model when there are several ranks to train."""
         if not self.env.distributed or self.cfg.optim.freeze_weights:
             return self.model
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            self.model, broadcast_buffers=False, bucket_cap_mb=25, device_ids=None
+        ddp_cls = torch.nn.parallel.DistributedDataParallel
+        # The buffers (RoPE tables) are computed alike on every rank: no per-forward sync. torch 2.13 renamed
+        # the flag (a FutureWarning for the old name); older releases know only broadcast_buffers.
+        no_sync = (
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in inspect.signature(ddp_cls).parameters
+            else "broadcast_buffers"
         )
+        ddp = ddp_cls(self.model, bucket_cap_mb=25, device_ids=None, **{no_sync: False})
         ddp.register_comm_hook(None, _sum_hook)
         return ddp
 

@@ -145,6 +145,10 @@ def sum_per_slot(ids: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return summed[first]
 
 
+# torch 2.13 renamed all_gather_into_tensor (with a FutureWarning every call); older releases lack the new name.
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 class SignSGD:
     """Sparse sign-SGD with decoupled weight decay on the touched rows only; all ranks end equal."""
 
@@ -163,8 +167,8 @@ class SignSGD:
             world = dist.get_world_size()
             all_grad = grad.new_empty((world * grad.shape[0], grad.shape[1]))
             all_ids = ids.new_empty((world * ids.shape[0],))
-            dist.all_gather_into_tensor(all_grad, grad.contiguous())
-            dist.all_gather_into_tensor(all_ids, ids.contiguous())
+            _all_gather(all_grad, grad.contiguous())
+            _all_gather(all_ids, ids.contiguous())
             grad, ids = all_grad, all_ids
         w = self.emb.weights
         if grad.is_cuda:
