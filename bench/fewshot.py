@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from trm import config as C  # noqa: E402
 from trm.data.build import main as build_main  # noqa: E402
-from trm.data.fewshot_tasks import RULES, FewShotSpec, generate, write_kaggle  # noqa: E402
+from trm.data.fewshot_tasks import HELD_OUT_RULES, RULES, FewShotSpec, generate, write_kaggle  # noqa: E402
 from trm.train import dist  # noqa: E402
 from trm.train.loop import Trainer  # noqa: E402
 
@@ -53,13 +53,16 @@ def build_dataset(args: argparse.Namespace) -> Path:
         seed=args.seed,
         num_train=args.num_train,
         num_seen=args.num_eval,
-        num_heldout=args.num_eval,
+        num_heldout=args.num_eval if set(args.rules) & set(HELD_OUT_RULES) else 0,
         min_size=args.min_size,
         max_size=args.max_size,
+        rules=tuple(args.rules),
     )
     translate = "" if args.translate else "-notr"
     name = f"fewshot-s{args.seed}-n{args.num_train}-e{args.num_eval}-g{args.min_size}to{args.max_size}"
     name += f"-aug{args.num_aug}{translate}"
+    if tuple(args.rules) != RULES:
+        name += "-" + "+".join(args.rules)
     out = args.work / "data" / name
     if (out / "identifiers.json").is_file():
         return out
@@ -198,6 +201,13 @@ def main() -> None:
     ap.add_argument("--num-eval", type=int, default=100, help="seen-rule and held-out tasks, each (default 100)")
     ap.add_argument("--min-size", type=int, default=3, help="smallest grid side (default 3)")
     ap.add_argument("--max-size", type=int, default=5, help="largest grid side = canvas side (default 5)")
+    ap.add_argument(
+        "--rules",
+        nargs="+",
+        choices=RULES,
+        default=list(RULES),
+        help="rule types to draw tasks from (default: all four; without a colour map there are no held-out tasks)",
+    )
     ap.add_argument("--num-aug", type=int, default=3, help="dihedral variants per task, 0..7 (default 3)")
     ap.add_argument(
         "--work",
