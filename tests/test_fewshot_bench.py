@@ -90,3 +90,41 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     last = lines[-1].split()
     assert lines[-1].startswith("held-out exact accuracy ") and last[-1] == "s"
     assert 0.0 <= float(last[3]) <= 1.0 and 0.0 <= float(last[5].rstrip(")")) <= 1.0
+
+
+def test_bench_curriculum_carries_every_weight_into_the_full_set(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        "bench/fewshot.py",
+        "--minutes",
+        "0.1",
+        "--curriculum-minutes",
+        "0.05",
+        "--baseline-minutes",
+        "0",
+        "--eval-minutes",
+        "0.05",
+        "--num-train",
+        "16",
+        "--num-eval",
+        "4",
+        "--num-aug",
+        "0",
+        "--work",
+        str(tmp_path),
+        "arch.hidden_size=16",
+        "arch.num_heads=2",
+        "train.global_batch_size=8",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "-easy, then the full set" in text and "\nstage 1 :" in text
+    init = [line for line in text.splitlines() if line.startswith("init_from ")]
+    assert len(init) == 1 and "-stage1/checkpoints/step-" in init[0], text[-2000:]
+    assert "; missing 0;" in init[0]  # the encoder's weights too, not a fresh encoder
+    assert text.strip().splitlines()[-1].startswith("held-out exact accuracy ")
+    bad = subprocess.run(
+        [*cmd[:3], "0.2", "--curriculum-minutes", "0.2"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "--curriculum-minutes must be in [0, --minutes=0.2), got 0.2" in bad.stderr

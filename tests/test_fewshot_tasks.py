@@ -106,3 +106,20 @@ def test_bad_spec_is_refused() -> None:
         FewShotSpec(rules=("rotate",))
     with pytest.raises(ValueError, match="held-out tasks need one of"):
         generate(FewShotSpec(rules=("shift",), num_train=5, num_seen=1, num_heldout=1))
+    with pytest.raises(ValueError, match=r"shifts must be a non-empty subset of \[\(-1, -1\)"):
+        FewShotSpec(shifts=((0, 2),))
+    with pytest.raises(ValueError, match=r"dihedrals must be a non-empty subset of \[1, 2, 3, 4, 5, 6, 7\], got \[\]"):
+        FewShotSpec(dihedrals=())
+
+
+def test_transform_subsets_limit_the_geometric_rules() -> None:
+    """The curriculum's easier stage (bench/fewshot.py --curriculum-minutes) draws from the given transforms only."""
+    spec = FewShotSpec(num_train=200, num_seen=20, num_heldout=20, shifts=((0, 1), (1, 0)), dihedrals=(1, 4))
+    tasks = [t for items in generate(spec).values() for t in items]
+    shifts = {t.rule.shift for t in tasks if t.rule.kind == "shift"}
+    tids = {t.rule.tid for t in tasks if t.rule.kind in ("dihedral", "dihedral_colour_map")}
+    assert shifts == {(0, 1), (1, 0)}
+    assert tids == {1, 4}
+    full = [t for items in generate(FewShotSpec(num_train=200, num_seen=20, num_heldout=20)).values() for t in items]
+    assert len({t.rule.shift for t in full if t.rule.kind == "shift"}) == 8
+    assert len({t.rule.tid for t in full if t.rule.kind == "dihedral"}) == 7

@@ -36,6 +36,7 @@ RULES = ("colour_map", "dihedral", "shift", "dihedral_colour_map")
 HELD_OUT_RULES = ("colour_map", "dihedral_colour_map")
 COLOURS = tuple(range(1, 10))
 SHIFTS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
+DIHEDRALS = tuple(range(1, 8))  # trm.data.grids.dihedral's non-identity transforms
 ALL_PAIRS = tuple((a, b) for a in COLOURS for b in COLOURS if a != b)
 
 
@@ -55,6 +56,9 @@ class FewShotSpec:
     max_colours: int = 4
     heldout_pair_fraction: float = 0.25
     rules: tuple[str, ...] = RULES
+    # the transforms drawn by the geometric rules (a subset makes an easier first curriculum stage)
+    shifts: tuple[tuple[int, int], ...] = SHIFTS
+    dihedrals: tuple[int, ...] = DIHEDRALS
 
     def __post_init__(self) -> None:
         checks = [
@@ -78,6 +82,15 @@ class FewShotSpec:
         bad = [r for r in self.rules if r not in RULES]
         if bad or not self.rules:
             raise ValueError(f"fewshot spec: rules must be a non-empty subset of {list(RULES)}, got {list(self.rules)}")
+        shifts = [tuple(x) for x in self.shifts]
+        if not shifts or any(x not in SHIFTS for x in shifts):
+            raise ValueError(
+                f"fewshot spec: shifts must be a non-empty subset of {list(SHIFTS)}, got {list(self.shifts)}"
+            )
+        if not self.dihedrals or any(t not in DIHEDRALS for t in self.dihedrals):
+            raise ValueError(
+                f"fewshot spec: dihedrals must be a non-empty subset of {list(DIHEDRALS)}, got {list(self.dihedrals)}"
+            )
         if self.min_size * self.min_size < self.max_colours:
             raise ValueError(
                 f"fewshot spec: a {self.min_size}x{self.min_size} grid cannot show {self.max_colours} "
@@ -147,16 +160,25 @@ def _draw_mapping(
 
 
 def _draw_rule(
-    rng: np.random.Generator, kind: str, colours: np.ndarray, held: frozenset[tuple[int, int]], heldout: bool
+    rng: np.random.Generator,
+    spec: FewShotSpec,
+    kind: str,
+    colours: np.ndarray,
+    held: frozenset[tuple[int, int]],
+    heldout: bool,
 ) -> Rule | None:
+    def tid() -> int:
+        return int(spec.dihedrals[int(rng.integers(len(spec.dihedrals)))])
+
     if kind == "dihedral":
-        return Rule(kind, tid=int(rng.integers(1, 8)))
+        return Rule(kind, tid=tid())
     if kind == "shift":
-        return Rule(kind, shift=SHIFTS[int(rng.integers(len(SHIFTS)))])
+        dr, dc = spec.shifts[int(rng.integers(len(spec.shifts)))]
+        return Rule(kind, shift=(int(dr), int(dc)))
     mapping = _draw_mapping(rng, colours, held, heldout)
     if mapping is None:
         return None
-    tid = int(rng.integers(1, 8)) if kind == "dihedral_colour_map" else 0
+    return Rule(kind, tid=tid() if kind == "dihedral_colour_map" else 0, mapping=mapping)
     return Rule(kind, tid=tid, mapping=mapping)
 
 
@@ -178,7 +200,7 @@ def _draw_task(
     colours = np.sort(
         rng.choice(COLOURS, size=int(rng.integers(spec.min_colours, spec.max_colours + 1)), replace=False)
     )
-    rule = _draw_rule(rng, kind, colours, held, heldout)
+    rule = _draw_rule(rng, spec, kind, colours, held, heldout)
     if rule is None:
         return None
     num_demos = int(rng.integers(spec.min_demos, spec.max_demos + 1))
