@@ -60,28 +60,28 @@ def test_scores_by_split_and_rule_skip_demos(built: Path) -> None:
     assert ev.rows["seen"][0] + ev.rows["heldout"][0] == queries < len(ids)
 
 
-def test_bench_runs_end_to_end(tmp_path: Path) -> None:
-    cmd = [
+def _bench(tmp_path: Path, *options: str) -> list[str]:
+    """bench/fewshot.py at toy size (16 training tasks, hidden 16), with the given options."""
+    return [
         sys.executable,
         "bench/fewshot.py",
-        "--minutes",
-        "0.05",
-        "--baseline-minutes",
-        "0.05",
+        *options,
         "--eval-minutes",
         "0.05",
         "--num-train",
         "16",
         "--num-eval",
         "4",
-        "--num-aug",
-        "1",
         "--work",
         str(tmp_path),
         "arch.hidden_size=16",
         "arch.num_heads=2",
         "train.global_batch_size=8",
     ]
+
+
+def test_bench_runs_end_to_end(tmp_path: Path) -> None:
+    cmd = _bench(tmp_path, "--minutes", "0.05", "--baseline-minutes", "0.05", "--num-aug", "1")
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
@@ -93,30 +93,8 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_bench_curriculum_carries_every_weight_into_the_full_set(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        "bench/fewshot.py",
-        "--minutes",
-        "0.1",
-        "--curriculum-minutes",
-        "0.05",
-        "--baseline-minutes",
-        "0",
-        "--eval-minutes",
-        "0.05",
-        "--num-train",
-        "16",
-        "--num-eval",
-        "4",
-        "--num-aug",
-        "0",
-        "--work",
-        str(tmp_path),
-        "arch.hidden_size=16",
-        "arch.num_heads=2",
-        "train.global_batch_size=8",
-    ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    options = ["--minutes", "0.1", "--curriculum-minutes", "0.05", "--baseline-minutes", "0", "--num-aug", "0"]
+    out = subprocess.run(_bench(tmp_path, *options), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert "-easy, then the full set" in text and "\nstage 1 :" in text
@@ -124,7 +102,6 @@ def test_bench_curriculum_carries_every_weight_into_the_full_set(tmp_path: Path)
     assert len(init) == 1 and "-stage1/checkpoints/step-" in init[0], text[-2000:]
     assert "; missing 0;" in init[0]  # the encoder's weights too, not a fresh encoder
     assert text.strip().splitlines()[-1].startswith("held-out exact accuracy ")
-    bad = subprocess.run(
-        [*cmd[:3], "0.2", "--curriculum-minutes", "0.2"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert bad.returncode == 2 and "--curriculum-minutes must be in [0, --minutes=0.2), got 0.2" in bad.stderr
+    bad = _bench(tmp_path, "--minutes", "0.2", "--curriculum-minutes", "0.2")
+    refused = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--curriculum-minutes must be in [0, --minutes=0.2), got 0.2" in refused.stderr
