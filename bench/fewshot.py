@@ -266,19 +266,21 @@ def main() -> None:
     data = build_dataset(args)
     tag = C.config_hash(make_config(args, data, "x", []))[:8]
     enc_name, base_name = f"encoder-{tag}", f"baseline-{tag}"
+    if args.curriculum_minutes > 0:
+        enc_name += f"-c{args.curriculum_minutes:g}"
+    stage1_name = f"{enc_name}-stage1"
     if args.fresh:
         import shutil
 
-        for n in (enc_name, base_name):
+        for n in (enc_name, stage1_name, base_name):
             shutil.rmtree(args.work / "runs" / n, ignore_errors=True)
     print(f"data {data} ({time.monotonic() - t0:.0f} s); runs under {args.work / 'runs'}", flush=True)
 
     stage1_s, init = 0.0, []
     if args.curriculum_minutes > 0:
-        enc_name += f"-c{args.curriculum_minutes:g}"
         easy = build_dataset(args, easy=True)
         print(f"curriculum: {args.curriculum_minutes:g} min on {easy.name}, then the full set", flush=True)
-        first = make_config(args, easy, f"{enc_name}-stage1", [])
+        first = make_config(args, easy, stage1_name, [])
         _, _, stage1_s = train_for(first, args.curriculum_minutes, args.eval_minutes, "stage 1 ", args.clock)
         newest = ckpt.latest(Path(first.run.root) / first.run.name / "checkpoints", warn=False)
         init = [f"train.init_from={newest}"]  # every tensor, the encoder's too (trm/train/init_weights.py)
