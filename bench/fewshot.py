@@ -2,7 +2,7 @@
 """Few-shot generalisation on a laptop: can a demo encoder solve ARC-like tasks whose rule it never saw?
 
     python bench/fewshot.py [--minutes 30] [--baseline-minutes 5] [--curriculum-minutes 0] [--seed 0]
-                            [--num-train 2000] [--rules RULE ...] [key=value ...]
+                            [--num-train 2000] [--rules RULE ...] [--curriculum-rules RULE ...] [key=value ...]
 
 1. Generates small ARC-like tasks (trm.data.fewshot_tasks: colour maps, dihedral transforms, cyclic shifts,
    dihedral + colour map; grids --min-size..--max-size) in ARC's on-disk format under --work, and builds
@@ -18,7 +18,8 @@
    accuracy, and the encoder-collapse ratio (context variance across tasks / across the demos of a task).
    With --curriculum-minutes M the first M of those minutes train on an easier set (the same rules, but two
    shifts and two dihedral transforms), in a run of their own; the full set's run then starts from its
-   newest checkpoint (train.init_from: every weight, the encoder's included). --rules narrows the rule types.
+   newest checkpoint (train.init_from: every weight, the encoder's included); --curriculum-rules gives that
+   first stage rule types of its own. --rules narrows the rule types.
 3. The same for the puzzle-embedding TRM (arch.encoder_type=none) for --baseline-minutes: its held-out
    tasks' embeddings are never trained (their demos are in the test split), so it shows the floor.
 
@@ -61,23 +62,25 @@ EASY_DIHEDRALS = (1, 4)
 
 
 def build_dataset(args: argparse.Namespace, easy: bool = False) -> Path:
-    """The tasks in ARC's on-disk format, built by the ARC builder; `easy`: the curriculum's first stage."""
+    """The tasks in ARC's on-disk format, built by the ARC builder; `easy`: the curriculum's first stage
+    (on --curriculum-rules when given)."""
     subset = {"shifts": EASY_SHIFTS, "dihedrals": EASY_DIHEDRALS} if easy else {}
+    rules = tuple(args.curriculum_rules or args.rules) if easy else tuple(args.rules)
     spec = FewShotSpec(
         seed=args.seed,
         num_train=args.num_train,
         num_seen=args.num_eval,
-        num_heldout=args.num_eval if set(args.rules) & set(HELD_OUT_RULES) else 0,
+        num_heldout=args.num_eval if set(rules) & set(HELD_OUT_RULES) else 0,
         min_size=args.min_size,
         max_size=args.max_size,
-        rules=tuple(args.rules),
+        rules=rules,
         **subset,
     )
     translate = "" if args.translate else "-notr"
     name = f"fewshot-s{args.seed}-n{args.num_train}-e{args.num_eval}-g{args.min_size}to{args.max_size}"
     name += f"-aug{args.num_aug}{translate}"
-    if tuple(args.rules) != RULES:
-        name += "-" + "+".join(args.rules)
+    if rules != RULES:
+        name += "-" + "+".join(rules)
     if easy:
         name += "-easy"
     out = args.work / "data" / name
@@ -232,6 +235,13 @@ def main() -> None:
         help="train this many of --minutes on an easier set first (two shifts, two dihedral transforms), "
         "then the rest on the full set from those weights (default 0: no curriculum)",
     )
+    ap.add_argument(
+        "--curriculum-rules",
+        nargs="+",
+        choices=RULES,
+        default=None,
+        help="rule types of the curriculum's first stage (default: --rules)",
+    )
     ap.add_argument("--num-aug", type=int, default=3, help="dihedral variants per task, 0..7 (default 3)")
     ap.add_argument(
         "--work",
@@ -268,6 +278,8 @@ def main() -> None:
     enc_name, base_name = f"encoder-{tag}", f"baseline-{tag}"
     if args.curriculum_minutes > 0:
         enc_name += f"-c{args.curriculum_minutes:g}"
+        if args.curriculum_rules:
+            enc_name += "-" + "+".join(args.curriculum_rules)
     stage1_name = f"{enc_name}-stage1"
     if args.fresh:
         import shutil

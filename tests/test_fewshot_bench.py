@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_data_arc import build_arc
 from trm.data import arc
-from trm.data.fewshot_tasks import FewShotSpec, generate, task_split_and_rule, write_kaggle
+from trm.data.fewshot_tasks import RULES, FewShotSpec, generate, task_split_and_rule, write_kaggle
 from trm.data.format import Metadata, read_split
 from trm.evaluators import get_evaluator
 
@@ -92,12 +92,22 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     assert 0.0 <= float(last[3]) <= 1.0 and 0.0 <= float(last[5].rstrip(")")) <= 1.0
 
 
+def _rule_kinds(data: Path) -> set[str]:
+    names = json.loads((data / "identifiers.json").read_text())[1:]  # 0 is the blank puzzle
+    return {task_split_and_rule(arc.parse_name(n)[0])[1] for n in names}
+
+
 def test_bench_curriculum_carries_every_weight_into_the_full_set(tmp_path: Path) -> None:
     options = ["--minutes", "0.1", "--curriculum-minutes", "0.05", "--baseline-minutes", "0", "--num-aug", "0"]
+    options += ["--curriculum-rules", "dihedral", "shift"]
     out = subprocess.run(_bench(tmp_path, *options), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
-    assert "-easy, then the full set" in text and "\nstage 1 :" in text
+    assert "-dihedral+shift-easy, then the full set" in text and "\nstage 1 :" in text
+    # the first stage on the geometric rules only (two shifts, two dihedral transforms), the second on all
+    (easy,) = (tmp_path / "data").glob("*-easy")
+    (full,) = [d for d in (tmp_path / "data").iterdir() if d.name.endswith("-notr")]
+    assert _rule_kinds(easy) == {"shift", "dihedral"} and _rule_kinds(full) == set(RULES)
     init = [line for line in text.splitlines() if line.startswith("init_from ")]
     assert len(init) == 1 and "-stage1/checkpoints/step-" in init[0], text[-2000:]
     assert "; missing 0;" in init[0]  # the encoder's weights too, not a fresh encoder
