@@ -17,9 +17,10 @@
    rules on new grids and held-out rules (exact, per-cell, pass@2; per rule type at the end), the training exact
    accuracy, and the encoder-collapse ratio (context variance across tasks / across the demos of a task).
    With --curriculum-minutes M the first M of those minutes train on an easier set (the same rules, but two
-   shifts and two dihedral transforms), in a run of their own; the full set's run then starts from its
-   newest checkpoint (train.init_from: every weight, the encoder's included); --curriculum-rules gives that
-   first stage rule types of its own. --rules narrows the rule types.
+   shifts and two dihedral transforms, and no dihedral variants, which would make more of them), in a run
+   of their own; the full set's run then starts from its newest checkpoint (train.init_from: every weight,
+   the encoder's included). --curriculum-rules gives that first stage rule types of its own; --rules
+   narrows the rule types.
 3. The same for the puzzle-embedding TRM (arch.encoder_type=none) for --baseline-minutes: its held-out
    tasks' embeddings are never trained (their demos are in the test split), so it shows the floor.
 
@@ -66,6 +67,8 @@ def build_dataset(args: argparse.Namespace, easy: bool = False) -> Path:
     (on --curriculum-rules when given)."""
     subset = {"shifts": EASY_SHIFTS, "dihedrals": EASY_DIHEDRALS} if easy else {}
     rules = tuple(args.curriculum_rules or args.rules) if easy else tuple(args.rules)
+    # no dihedral variants in the easy stage: they would turn its two shifts and two transforms into more
+    num_aug = 0 if easy else args.num_aug
     spec = FewShotSpec(
         seed=args.seed,
         num_train=args.num_train,
@@ -78,7 +81,7 @@ def build_dataset(args: argparse.Namespace, easy: bool = False) -> Path:
     )
     translate = "" if args.translate else "-notr"
     name = f"fewshot-s{args.seed}-n{args.num_train}-e{args.num_eval}-g{args.min_size}to{args.max_size}"
-    name += f"-aug{args.num_aug}{translate}"
+    name += f"-aug{num_aug}{translate}"
     if rules != RULES:
         name += "-" + "+".join(rules)
     if easy:
@@ -103,7 +106,7 @@ def build_dataset(args: argparse.Namespace, easy: bool = False) -> Path:
             "--canvas-size",
             str(args.max_size),
             "--num-aug",
-            str(args.num_aug),
+            str(num_aug),
             "--no-colour-aug",
             "--translate" if args.translate else "--no-translate",
             "--seed",

@@ -98,15 +98,16 @@ def _rule_kinds(data: Path) -> set[str]:
 
 
 def test_bench_curriculum_carries_every_weight_into_the_full_set(tmp_path: Path) -> None:
-    options = ["--minutes", "0.1", "--curriculum-minutes", "0.05", "--baseline-minutes", "0", "--num-aug", "0"]
+    options = ["--minutes", "0.1", "--curriculum-minutes", "0.05", "--baseline-minutes", "0", "--num-aug", "1"]
     options += ["--curriculum-rules", "dihedral", "shift"]
     out = subprocess.run(_bench(tmp_path, *options), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert "-dihedral+shift-easy, then the full set" in text and "\nstage 1 :" in text
-    # the first stage on the geometric rules only (two shifts, two dihedral transforms), the second on all
-    (easy,) = (tmp_path / "data").glob("*-easy")
-    (full,) = [d for d in (tmp_path / "data").iterdir() if d.name.endswith("-notr")]
+    # the first stage on the geometric rules only (two shifts, two dihedral transforms, no dihedral variants
+    # to make more of them), the second on all
+    (easy,) = (tmp_path / "data").glob("*-aug0-notr-dihedral+shift-easy")
+    (full,) = (tmp_path / "data").glob("*-aug1-notr")
     assert _rule_kinds(easy) == {"shift", "dihedral"} and _rule_kinds(full) == set(RULES)
     init = [line for line in text.splitlines() if line.startswith("init_from ")]
     assert len(init) == 1 and "-stage1/checkpoints/step-" in init[0], text[-2000:]
