@@ -274,6 +274,10 @@ def main() -> None:
         ap.error("--minutes and --eval-minutes must be > 0, --baseline-minutes >= 0")
     if not 0 <= args.curriculum_minutes < args.minutes:
         ap.error(f"--curriculum-minutes must be in [0, --minutes={args.minutes:g}), got {args.curriculum_minutes:g}")
+    if args.curriculum_rules and args.curriculum_minutes == 0:
+        ap.error(
+            "--curriculum-rules picks the rule types of the curriculum's first stage; give --curriculum-minutes > 0"
+        )
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
     data = build_dataset(args)

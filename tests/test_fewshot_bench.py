@@ -116,3 +116,6 @@ def test_bench_curriculum_carries_every_weight_into_the_full_set(tmp_path: Path)
     bad = _bench(tmp_path, "--minutes", "0.2", "--curriculum-minutes", "0.2")
     refused = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--curriculum-minutes must be in [0, --minutes=0.2), got 0.2" in refused.stderr
+    bad = _bench(tmp_path, "--minutes", "0.2", "--curriculum-rules", "shift")
+    refused = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "give --curriculum-minutes > 0" in refused.stderr
