@@ -21,14 +21,17 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+T = TypeVar("T")
 
 from trm.config import load_config  # noqa: E402
 from trm.data.build import main as build  # noqa: E402
@@ -80,29 +83,22 @@ def main() -> None:
         queries = sum(int(b.valid.sum()) for b in trainer._eval_batches(trainer.cfg.eval.max_batches))
         # The evaluation ends with the encoder probes (collapse ratio, training-task accuracy): a fixed cost per
         # evaluation, timed and counted apart so that the 1000-augmentation figures scale the held-out part only.
-        probe = {"s": 0.0, "flops": 0}
+        probe: dict[str, float] = {}
         run_probes = trainer._encoder_metrics
 
         def timed_probes() -> dict[str, float]:
-            counter = FlopCounterMode(display=False) if a.flops else None
-            t = time.perf_counter()
-            with counter or nullcontext():
-                out = run_probes()
-            probe["s"] = time.perf_counter() - t
-            probe["flops"] = counter.get_total_flops() if counter else 0
+            out, probe["s"], probe["flops"] = measured(run_probes, a.flops)
             return out
 
         trainer._encoder_metrics = timed_probes
-        counter = None
         if a.flops:
             # The counter's module hooks trip over parameters that require grad under no_grad; this bench only
             # evaluates, so none needs to.
             trainer.model.requires_grad_(False)
-            counter = FlopCounterMode(display=False)
-        t0, c0 = time.perf_counter(), time.process_time()
-        with counter or nullcontext():  # the probes' counter nests inside: it counts their part, this one all
-            metrics = trainer.evaluate()
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        c0 = time.process_time()
+        # the probes' counter nests inside this one: it counts their part, this one all
+        metrics, seconds, flops = measured(trainer.evaluate, a.flops)
+        cpu = time.process_time() - c0
         heldout_s = seconds - probe["s"]
         print(
             f"{queries} held-out queries (32 tasks x {a.num_aug + 1} variants) in {heldout_s:.1f} s on "
@@ -113,9 +109,18 @@ def main() -> None:
         # On a shared CPU the wall time counts other processes' load; the CPU time (all threads) does not.
         print(f"CPU time {cpu:.1f} s ({torch.get_num_threads()} threads: {cpu / seconds:.2f} cores busy on average)")
         print(f"implied for 1000 augmentations: {heldout_s / (a.num_aug + 1) * 1001 / 60:.1f} min (held-out part)")
-        if counter is not None:
-            report_flops(counter.get_total_flops() - probe["flops"], probe["flops"], queries, a)
+        if a.flops:
+            report_flops(flops - probe["flops"], probe["flops"], queries, a)
         print(f"32 held-out task groups with {a.num_aug} augmentations in {seconds:.0f} s ({cpu:.0f} CPU s)")
+
+
+def measured(fn: Callable[[], T], count_flops: bool) -> tuple[T, float, int]:
+    """fn's result, its wall seconds, and the floating-point operations it ran (0 unless count_flops)."""
+    counter = FlopCounterMode(display=False) if count_flops else None
+    t = time.perf_counter()
+    with counter or nullcontext():
+        out = fn()
+    return out, time.perf_counter() - t, counter.get_total_flops() if counter else 0
 
 
 def report_flops(total: int, probes: int, queries: int, a: argparse.Namespace) -> None:

@@ -179,7 +179,6 @@ def _draw_rule(
     if mapping is None:
         return None
     return Rule(kind, tid=tid() if kind == "dihedral_colour_map" else 0, mapping=mapping)
-    return Rule(kind, tid=tid, mapping=mapping)
 
 
 def _draw_grid(rng: np.random.Generator, spec: FewShotSpec, colours: np.ndarray) -> np.ndarray:
